@@ -1,0 +1,5 @@
+import sys
+
+from stgen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,103 @@
+"""Slide graphs: squidpy kNN for whole slides, torch_cluster kNN for crops, PyG batching."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from stgen.data.slide import FEATURE_KEY, SPATIAL_KEY, slide_id, validate_slide
+
+CONNECTIVITIES_KEY = "spatial_connectivities"
+
+
+def knn_edges(pos: Tensor, k: int, batch: Tensor | None = None) -> Tensor:
+    """kNN graph of ``pos`` (self excluded, never across ``batch``), PyG source-to-target edges.
+
+    ``edge_index[1]`` is the spot, ``edge_index[0]`` its neighbours. Uses ``torch_cluster.knn_graph``
+    (no N x N matrix); a graph with fewer than ``k + 1`` spots gets all its other spots.
+
+    Shapes:
+        pos ``[N, D]`` -> edge_index ``[2, E]`` with ``E = N * min(k, n_slide - 1)`` per slide.
+    """
+    from torch_cluster import knn_graph
+
+    return knn_graph(pos.float(), k=k, batch=batch, loop=False, flow="source_to_target")
+
+
+def squidpy_knn(adata: ad.AnnData, k: int) -> Tensor:
+    """kNN edges of a whole slide from ``squidpy.gr.spatial_neighbors`` (cached in ``obsp``).
+
+    squidpy's adjacency row ``i`` lists the neighbours of spot ``i``; PyG's source-to-target edges put
+    the neighbour first, so the (row, col) pairs are flipped.
+    """
+    import squidpy as sq
+
+    cached = adata.uns.get("stgen_graph", {})
+    if CONNECTIVITIES_KEY not in adata.obsp or cached.get("k") != k:
+        n_neighs = min(k, adata.n_obs - 1)
+        sq.gr.spatial_neighbors(adata, coord_type="generic", n_neighs=n_neighs, spatial_key=SPATIAL_KEY)
+        adata.uns["stgen_graph"] = {"k": k}
+    adj = sp.coo_matrix(adata.obsp[CONNECTIVITIES_KEY])
+    keep = adj.row != adj.col
+    row, col = adj.row[keep], adj.col[keep]
+    order = np.lexsort((col, row))
+    return torch.from_numpy(np.stack([col[order], row[order]]).astype(np.int64))
+
+
+def log1p_panel(adata: ad.AnnData, genes: Sequence[str] | None) -> np.ndarray:
+    """log1p of the raw counts of ``genes`` (all genes when None), dense float32 ``[N, G]``."""
+    sub = adata[:, list(genes)] if genes is not None else adata
+    X = sub.X
+    X = X.toarray() if sp.issparse(X) else np.asarray(X)
+    return np.log1p(X.astype(np.float32))
+
+
+def slide_to_data(
+    adata: ad.AnnData,
+    *,
+    genes: Sequence[str] | None,
+    k: int,
+    feature_key: str = FEATURE_KEY,
+    with_expression: bool = True,
+) -> Data:
+    """Convert one Slide AnnData to a PyG ``Data`` (x, pos, y, edge_index).
+
+    Shapes:
+        x ``[N, F]`` float32, pos ``[N, 2]`` float32 (full-resolution pixels), y ``[N, G]`` log1p counts
+        (zeros when ``with_expression`` is False), edge_index ``[2, N * k]``.
+    """
+    validate_slide(adata, feature_key=feature_key, genes=genes if with_expression else None,
+                   require_counts=with_expression)
+    x = torch.as_tensor(np.asarray(adata.obsm[feature_key]), dtype=torch.float32)
+    pos = torch.as_tensor(np.asarray(adata.obsm[SPATIAL_KEY]), dtype=torch.float32)
+    n_genes = len(genes) if genes is not None else adata.n_vars
+    if with_expression:
+        y = torch.from_numpy(log1p_panel(adata, genes))
+    else:
+        y = torch.zeros(adata.n_obs, n_genes)
+    data = Data(x=x, pos=pos, y=y, edge_index=squidpy_knn(adata, k))
+    data.slide_id = slide_id(adata)
+    return data
+
+
+def random_crop(data: Data, k: int, fraction: float, centre: int) -> Data:
+    """The ``n = max(2, floor(fraction * N))`` spots nearest to spot ``centre``, with a fresh kNN graph.
+
+    Shapes:
+        returns a ``Data`` with ``n`` spots and ``edge_index`` rebuilt by :func:`knn_edges`.
+    """
+    n_total = data.num_nodes
+    n = max(2, int(fraction * n_total))
+    n = min(n, n_total)
+    d = (data.pos - data.pos[centre]).pow(2).sum(-1)
+    idx = torch.topk(d, n, largest=False).indices.sort().values
+    crop = Data(x=data.x[idx], pos=data.pos[idx], y=data.y[idx])
+    crop.edge_index = knn_edges(crop.pos, k)
+    crop.slide_id = getattr(data, "slide_id", "crop")
+    return crop

@@ -1,0 +1,117 @@
+"""Data sources: registered readers that turn a dataset into Slide AnnData plus folds."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import anndata as ad
+import numpy as np
+
+from stgen.components import Configurable
+from stgen.data.slide import patient_id, slide_id, validate_slide
+from stgen.registry import Registry
+
+
+@dataclass
+class Fold:
+    """Slide ids of one train / validation / test split.
+
+    Args:
+        train: slides to fit on.
+        val: slides for model selection (carved from the training slides; may be empty).
+        test: held-out slides.
+        name: fold label ("fold0", "P3", ...).
+    """
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    name: str = "fold0"
+
+
+@dataclass
+class DataBundle:
+    """Everything a run needs from a dataset.
+
+    Args:
+        slides: Slide AnnData by slide id.
+        genes: the gene panel (order of the model's outputs).
+        folds: one or more splits.
+        feature_key: ``obsm`` key of the patch embeddings.
+        info: free-form provenance written into the run's outputs.
+    """
+
+    slides: dict[str, ad.AnnData]
+    genes: list[str]
+    folds: list[Fold]
+    feature_key: str = "features"
+    info: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for sid, a in self.slides.items():
+            validate_slide(a, feature_key=self.feature_key, genes=self.genes, name=sid)
+        for fold in self.folds:
+            for part in (fold.train, fold.val, fold.test):
+                unknown = [s for s in part if s not in self.slides]
+                if unknown:
+                    raise ValueError(f"fold {fold.name}: unknown slide ids {unknown}")
+            if not fold.train or not fold.test:
+                raise ValueError(f"fold {fold.name}: needs at least one training and one test slide")
+
+
+class DataSource(Configurable, ABC):
+    """Base class of a registered dataset (``data=<name>`` on the command line).
+
+    Subclasses implement :meth:`load`. Constructor parameters become config keys.
+
+    Args:
+        k: neighbours per spot in the slide graphs.
+        feature_key: ``obsm`` key of the patch embeddings.
+    """
+
+    data_args: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, k: int = 8, feature_key: str = "features") -> None:
+        if k < 1:
+            raise ValueError(f"data.k must be >= 1, got {k}")
+        self.k = k
+        self.feature_key = feature_key
+
+    @abstractmethod
+    def load(self) -> DataBundle:
+        """Read (or make) the slides and their folds."""
+
+
+def split_by_group(
+    slides: Sequence[ad.AnnData], n_test: int = 1, n_val: int = 1, seed: int = 0, name: str = "fold0"
+) -> Fold:
+    """One split holding out whole patients (or whole slides when no patient ids exist).
+
+    The last ``n_test`` groups (in a seeded random order) are the test set, the ``n_val`` before them
+    the validation set; the rest train. Requires at least ``n_test + n_val + 1`` groups.
+    """
+    groups: dict[str, list[str]] = {}
+    for a in slides:
+        g = patient_id(a) or slide_id(a)
+        groups.setdefault(g, []).append(slide_id(a))
+    keys = sorted(groups)
+    if len(keys) < n_test + n_val + 1:
+        raise ValueError(
+            f"cannot split {len(keys)} patient(s)/slide group(s) into {n_test} test, {n_val} validation and "
+            "at least 1 training group; add slides or lower the split sizes"
+        )
+    order = [keys[i] for i in np.random.default_rng(seed).permutation(len(keys))]
+    test = order[len(order) - n_test:]
+    val = order[len(order) - n_test - n_val: len(order) - n_test]
+    train = order[: len(order) - n_test - n_val]
+
+    def ids(gs: list[str]) -> list[str]:
+        return [s for g in gs for s in groups[g]]
+
+    return Fold(train=ids(train), val=ids(val), test=ids(test), name=name)
+
+
+DATASETS: Registry = Registry("dataset", "stgen.datasets", base=DataSource)

@@ -1,0 +1,119 @@
+"""The generator contract: a training loss and a sampler over any encoder and prior."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Batch
+
+from stgen.components import Configurable
+from stgen.encoders.base import Encoder
+from stgen.priors.base import Prior
+from stgen.registry import GENERATORS
+
+
+@dataclass
+class LossOutput:
+    """What a generator's training step returns.
+
+    Args:
+        loss: scalar to minimise.
+        pred: the encoder's clean-expression prediction ``[N, G]`` (for logging), when there is one.
+        target: the clean target ``[N, G]``.
+    """
+
+    loss: Tensor
+    pred: Tensor | None = None
+    target: Tensor | None = None
+
+
+@dataclass
+class SampleOutput:
+    """A prediction for a batch of slides.
+
+    Args:
+        mean: mean over samples ``[N, G]`` (log1p space).
+        std: standard deviation over samples ``[N, G]``; ``None`` when one sample was drawn.
+        n_samples: number of samples behind ``mean``.
+    """
+
+    mean: Tensor
+    std: Tensor | None
+    n_samples: int
+
+
+class Generator(Configurable, ABC):
+    """Base class of every generator (not an ``nn.Module``: it owns no weights).
+
+    Subclasses implement :meth:`loss` and :meth:`sample`. :meth:`predict` (the base class) draws
+    ``n_samples`` samples with distinct seeds and returns their mean and spread.
+
+    Args:
+        steps: default number of sampling steps (ignored by one-shot generators).
+        n_samples: samples drawn per slide at prediction time (mean and std are returned).
+
+    Shapes:
+        sample: ``[N, G]`` for a batch with N spots in total.
+    """
+
+    def __init__(self, steps: int = 1, n_samples: int = 1) -> None:
+        if steps < 1:
+            raise ValueError(f"{type(self).__name__}: steps must be >= 1, got {steps}")
+        if n_samples < 1:
+            raise ValueError(f"{type(self).__name__}: n_samples must be >= 1, got {n_samples}")
+        self.steps = steps
+        self.n_samples = n_samples
+
+    @abstractmethod
+    def loss(self, encoder: Encoder, batch: Batch, prior: Prior) -> LossOutput:
+        """Training loss for one batch of slides (or crops)."""
+
+    @abstractmethod
+    def sample(
+        self, encoder: Encoder, batch: Batch, prior: Prior, steps: int | None = None, seed: int | None = None
+    ) -> Tensor:
+        """One sample ``[N, G]`` of the whole batch."""
+
+    @torch.no_grad()
+    def predict(
+        self,
+        encoder: Encoder,
+        batch: Batch,
+        prior: Prior,
+        steps: int | None = None,
+        seed: int | None = 0,
+        n_samples: int | None = None,
+    ) -> SampleOutput:
+        n = n_samples or self.n_samples
+        draws = []
+        for i in range(n):
+            s = None if seed is None else seed + i
+            draws.append(self.sample(encoder, batch, prior, steps=steps, seed=s))
+        stack = torch.stack(draws)
+        std = stack.std(dim=0, unbiased=n > 1) if n > 1 else None
+        return SampleOutput(mean=stack.mean(dim=0), std=std, n_samples=n)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{p.name}={getattr(self, p.name, p.default)!r}" for p in self.params())
+        return f"{type(self).__name__}({args})"
+
+
+def make_generator(seed: int | None) -> torch.Generator | None:
+    """A CPU ``torch.Generator`` seeded with ``seed``, or None for the global RNG."""
+    if seed is None:
+        return None
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return g
+
+
+def prior_sample(prior: Prior, batch: Batch, n_genes: int, seed: int | None, like: Tensor) -> Tensor:
+    """A prior sample for every spot of ``batch``, on ``like``'s device and dtype."""
+    y0 = prior.sample((batch.num_nodes, n_genes), generator=make_generator(seed))
+    return y0.to(device=like.device, dtype=like.dtype)
+
+
+GENERATORS.set_base(Generator)
