@@ -20,6 +20,13 @@ class UserError(Exception):
 
 
 def _quiet_third_party_warnings() -> None:
+    import logging
+
+    import pytorch_lightning  # noqa: F401 - configures its loggers on import; quiet them afterwards
+
+    for name in ("squidpy", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=SyntaxWarning)
     for mod in ("torch_geometric", "squidpy", "anndata", "dask", "numba", "spatialdata", "xarray_schema"):
         warnings.filterwarnings("ignore", module=mod)
     warnings.filterwarnings("ignore", category=FutureWarning)

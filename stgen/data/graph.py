@@ -30,8 +30,22 @@ def knn_edges(pos: Tensor, k: int, batch: Tensor | None = None) -> Tensor:
     return knn_graph(pos.float(), k=k, batch=batch, loop=False, flow="source_to_target")
 
 
+def graph_with_k(batch: Data, k: int) -> Tensor:
+    """``batch.edge_index`` when every spot has exactly ``k`` neighbours in it, else a fresh kNN graph.
+
+    Lets an encoder with its own ``k`` reuse the data's graph when the two agree (the common case) and
+    rebuild it with :func:`knn_edges` otherwise (never across slides).
+    """
+    ei = getattr(batch, "edge_index", None)
+    n = batch.num_nodes
+    if ei is not None and ei.size(1) == n * k:
+        if bool((ei[1].bincount(minlength=n) == k).all()):
+            return ei
+    return knn_edges(batch.pos, k, getattr(batch, "batch", None))
+
+
 def squidpy_knn(adata: ad.AnnData, k: int) -> Tensor:
-    """kNN edges of a whole slide from ``squidpy.gr.spatial_neighbors`` (cached in ``obsp``).
+    """kNN edges of a whole slide from squidpy's generic kNN graph (cached in ``obsp``).
 
     squidpy's adjacency row ``i`` lists the neighbours of spot ``i``; PyG's source-to-target edges put
     the neighbour first, so the (row, col) pairs are flipped.
@@ -41,7 +55,10 @@ def squidpy_knn(adata: ad.AnnData, k: int) -> Tensor:
     cached = adata.uns.get("stgen_graph", {})
     if CONNECTIVITIES_KEY not in adata.obsp or cached.get("k") != k:
         n_neighs = min(k, adata.n_obs - 1)
-        sq.gr.spatial_neighbors(adata, coord_type="generic", n_neighs=n_neighs, spatial_key=SPATIAL_KEY)
+        if hasattr(sq.gr, "spatial_neighbors_knn"):  # squidpy >= 1.8
+            sq.gr.spatial_neighbors_knn(adata, n_neighs=n_neighs, spatial_key=SPATIAL_KEY)
+        else:
+            sq.gr.spatial_neighbors(adata, coord_type="generic", n_neighs=n_neighs, spatial_key=SPATIAL_KEY)
         adata.uns["stgen_graph"] = {"k": k}
     adj = sp.coo_matrix(adata.obsp[CONNECTIVITIES_KEY])
     keep = adj.row != adj.col

@@ -62,7 +62,7 @@ class SimulationConfig:
     interaction: float = 1.5
     interaction_genes: float = 0.4
     noise: float = 0.5
-    jitter: float = 4.0
+    jitter: float = 1.5
     dispersion: float = 4.0
     seed: int = 0
 

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 from torch_geometric.nn import SAGEConv
 
+from stgen.data.graph import graph_with_k
 from stgen.encoders.base import Encoder, node_time
 from stgen.encoders.mlp import StateInput
 from stgen.registry import ENCODERS
@@ -55,15 +56,3 @@ class GNNEncoder(Encoder):
             h = h + self.drop(self.act(conv(norm(h), context)))
         return self.head(h)
 
-
-def graph_with_k(batch: Batch, k: int) -> Tensor:
-    """The batch's edge_index when every spot has exactly ``k`` neighbours in it, else a fresh kNN graph."""
-    from stgen.data.graph import knn_edges
-
-    ei = getattr(batch, "edge_index", None)
-    n = batch.num_nodes
-    if ei is not None and ei.size(1) == n * k:
-        deg = ei[1].bincount(minlength=n)
-        if bool((deg == k).all()):
-            return ei
-    return knn_edges(batch.pos, k, batch.batch)
