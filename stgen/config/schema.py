@@ -28,7 +28,7 @@ FALLBACK_DEFAULTS = {"encoder": "gnn", "generator": "regression", "prior": "gaus
 class TrainerConfig:
     """Passed through to ``lightning.Trainer`` (plus early-stopping patience)."""
 
-    max_epochs: int = 25
+    max_epochs: int = 20
     accelerator: str = "cpu"
     devices: Any = 1
     strategy: str = "auto"

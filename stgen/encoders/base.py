@@ -37,6 +37,9 @@ class Encoder(Configurable, nn.Module, ABC):
     uses_state: ClassVar[bool] = True
     #: E(2) invariance of the output to rotations/reflections/translations of ``pos`` (contract-tested)
     invariant_to_rigid_motion: ClassVar[bool] = False
+    #: graph hops that can influence a spot's output (0: per spot; None: the whole slide). Chunked
+    #: whole-slide inference uses it to cut exact neighbourhoods.
+    receptive_field: int | None = None
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()

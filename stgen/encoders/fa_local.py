@@ -174,6 +174,7 @@ class FALocalEncoder(Encoder):
         if hidden_dim % 2 or edge_dim % 2:
             raise ValueError(f"fa_local: hidden_dim ({hidden_dim}) and edge_dim ({edge_dim}) must be even")
         self.k = k
+        self.receptive_field = num_layers
         self.frame_averaging = frame_averaging
         self.invariant_to_rigid_motion = frame_averaging
         self.input_proj = nn.Linear(in_dim, hidden_dim)

@@ -40,6 +40,7 @@ class GNNEncoder(Encoder):
                  dropout: float = 0.1) -> None:
         super().__init__(in_dim, out_dim)
         self.k = k
+        self.receptive_field = num_layers
         self.inp = StateInput(in_dim, out_dim, hidden_dim)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_dim) for _ in range(num_layers))
         self.convs = nn.ModuleList(SAGEConv(hidden_dim, hidden_dim, aggr="mean") for _ in range(num_layers))

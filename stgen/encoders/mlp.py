@@ -55,6 +55,7 @@ class MLPEncoder(Encoder):
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 128, num_layers: int = 2,
                  dropout: float = 0.1) -> None:
         super().__init__(in_dim, out_dim)
+        self.receptive_field = 0
         self.inp = StateInput(in_dim, out_dim, hidden_dim)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, 2 * hidden_dim), nn.GELU(),
