@@ -16,6 +16,18 @@ from stgen.model import build_model, model_sources
 from stgen.registry import RegistryError
 
 
+def missing_sources(sources: Mapping[str, Any], where: str) -> str | None:
+    """Why the recorded component sources cannot be rebuilt here (a package to install), or None."""
+    from stgen.model import KINDS
+
+    for kind, info in (sources or {}).items():
+        reg = KINDS.get(kind)
+        if reg is not None and info.get("name") not in reg:
+            return (f"{where} needs {kind} {info.get('name')!r} from package {info.get('source')!r}, which is "
+                    f"not installed; `pip install {info.get('source')}` and retry")
+    return None
+
+
 @dataclass
 class SlidePrediction:
     """Prediction of one evaluated slide.
@@ -68,6 +80,9 @@ class STGenLightning(pl.LightningModule):
             "sources": dict(sources),
         })
         self.genes = list(genes)
+        msg = missing_sources(sources, "this model")
+        if msg:
+            raise RegistryError(msg)
         self.model = build_model(spec, in_dim=in_dim, n_genes=len(self.genes))
         self._eval: dict[str, list[SlidePrediction]] = {}
         self.results: dict[str, Evaluation] = {}
@@ -77,16 +92,9 @@ class STGenLightning(pl.LightningModule):
     def check_sources(cls, checkpoint_path: str) -> None:
         """Raise a clear error when a checkpoint needs a component whose package is not installed."""
         ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        hp = ckpt.get("hyper_parameters", {})
-        from stgen.model import KINDS
-
-        for kind, info in (hp.get("sources") or {}).items():
-            reg = KINDS.get(kind)
-            if reg is not None and info.get("name") not in reg:
-                raise RegistryError(
-                    f"checkpoint {checkpoint_path} needs {kind} {info.get('name')!r} from package "
-                    f"{info.get('source')!r}, which is not installed; `pip install {info.get('source')}` and retry"
-                )
+        msg = missing_sources(ckpt.get("hyper_parameters", {}).get("sources") or {}, f"checkpoint {checkpoint_path}")
+        if msg:
+            raise RegistryError(msg)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         out = self.model.loss(batch)

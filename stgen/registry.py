@@ -136,8 +136,8 @@ class Registry(Generic[T]):
         """
         if self._loaded_entry_points and not force:
             return
-        self._loaded_entry_points = True
         _ensure_builtins()
+        errors: list[str] = []
         for ep in self._entry_points():
             dist = ep.dist.name if getattr(ep, "dist", None) is not None else "unknown package"
             try:
@@ -153,7 +153,13 @@ class Registry(Generic[T]):
                 )
                 continue
             source = BUILTIN_SOURCE if dist.lower() == BUILTIN_SOURCE else dist
-            self.add(ep.name, obj, source=source)
+            try:
+                self.add(ep.name, obj, source=source)
+            except RegistryError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise RegistryError("; ".join(errors))
+        self._loaded_entry_points = True
 
     # -- lookup -------------------------------------------------------------------------------
     def _all(self) -> dict[str, Entry]:

@@ -117,7 +117,8 @@ def _clean_message(exc: Exception, overrides: Sequence[str]) -> str:
         valid = _valid_keys(parent, overrides)
         where = f"'{parent}'" if parent else "the run config"
         return (f"unknown key {leaf!r} in {where} (override {key!r}). Valid keys: {', '.join(valid)}."
-                + (" Run `stgen describe <group> <name>` for a component's parameters." if parent else ""))
+                + (" Run `stgen describe <group> <name>` for a component's parameters."
+                   if parent.split(".")[0] in _group_registries() else ""))
     cause = exc.__cause__ or exc.__context__
     if "Error merging override" in msg and cause is not None:
         detail = str(cause).splitlines()[0]

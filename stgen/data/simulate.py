@@ -59,7 +59,7 @@ class SimulationConfig:
     n_genes: int = 50
     feature_dim: int = 64
     n_cell_types: int = 6
-    interaction: float = 1.5
+    interaction: float = 1.0
     interaction_genes: float = 0.4
     noise: float = 0.5
     jitter: float = 1.5
@@ -175,7 +175,9 @@ def simulate_slide(
     prng = np.random.default_rng(cfg.seed * 1000 + patient)
     patient_effect = prng.normal(0, 0.15, cfg.n_genes)
     log_lib = rng.normal(0, 0.2) + rng.normal(0, 0.25, n)
-    log_mu = shared.baseline + mix + cfg.interaction * (neigh - comp.mean(0)) @ shared.response
+    # standardised neighbourhood contrast, so ``interaction`` is on the scale of the cell-type programmes
+    neigh_z = (neigh - neigh.mean(0)) / (neigh.std(0) + 1e-8)
+    log_mu = shared.baseline + mix + cfg.interaction * (neigh_z @ shared.response) / np.sqrt(T)
     log_mu = log_mu + patient_effect + log_lib[:, None]
     mu = np.exp(np.clip(log_mu, -8, 8))
     counts = _zinb_counts(mu, cfg.dispersion, shared.zero_inflation, rng)

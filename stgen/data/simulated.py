@@ -27,7 +27,7 @@ class SimulatedData(DataSource):
     """
 
     def __init__(self, n_slides: int = 8, n_patients: int = 4, n_spots: int = 400, n_genes: int = 50,
-                 feature_dim: int = 64, interaction: float = 1.5, noise: float = 0.5, sim_seed: int = 0,
+                 feature_dim: int = 64, interaction: float = 1.0, noise: float = 0.5, sim_seed: int = 0,
                  n_test: int = 1, n_val: int = 1, k: int = 8, feature_key: str = "features") -> None:
         super().__init__(k=k, feature_key=feature_key)
         self.sim = SimulationConfig(n_slides=n_slides, n_patients=n_patients, n_spots=n_spots, n_genes=n_genes,
