@@ -125,7 +125,7 @@ class _Shared:
 
 def _shared(cfg: SimulationConfig, rng: np.random.Generator) -> _Shared:
     T, G = cfg.n_cell_types, cfg.n_genes
-    baseline = rng.normal(1.0, 0.8, G)
+    baseline = rng.normal(2.0, 0.8, G)
     programmes = rng.normal(0, 1.0, (T, G)) * (rng.random((T, G)) < 0.5)
     responding = rng.random(G) < cfg.interaction_genes
     response = rng.normal(0, 1.0, (T, G)) * responding[None, :]
@@ -167,7 +167,7 @@ def simulate_slide(
     rows, cols, xy_um = hex_grid(cfg.n_spots, rng)
     n = len(xy_um)
     T = cfg.n_cell_types
-    smooth = _softmax(_smooth_fields(xy_um, T, rng))
+    smooth = _softmax(3.0 * _smooth_fields(xy_um, T, rng))  # domains dominated by one or two types
     comp = np.stack([rng.dirichlet(cfg.jitter * T * s + 0.05) for s in smooth])  # [N, T]
     neigh = neighbourhood_mean(xy_um, comp, radius=210.0)  # two rings of the hex grid
     mix = np.log(comp @ np.exp(shared.programmes) + 1e-8)  # [N, G]
