@@ -86,3 +86,23 @@ class RidgeProbe:
         Z = self.transform(X)
         pred = self.ridge_.predict(Z).reshape(len(Z), -1) + self.y_mean_
         return pred[:, 0] if self._y1d else pred
+
+
+def ridge_fold_pearson(bundle: object, fold: object) -> tuple[float, np.ndarray]:
+    """The probe fitted on a fold's training and validation slides, scored on its test slides (pooled).
+
+    Returns the pooled mean Pearson and the per-gene values, computed exactly as for the neural models.
+    """
+    from stgen.data.graph import log1p_panel
+    from stgen.metrics import evaluate
+
+    slides, genes, key = bundle.slides, bundle.genes, bundle.feature_key  # type: ignore[attr-defined]
+    fit_ids = list(fold.train) + list(fold.val)  # type: ignore[attr-defined]
+    X = np.concatenate([np.asarray(slides[s].obsm[key]) for s in fit_ids])
+    Y = np.concatenate([log1p_panel(slides[s], genes) for s in fit_ids])
+    probe = RidgeProbe(center_target=True).fit(X, Y)
+    test = list(fold.test)  # type: ignore[attr-defined]
+    preds = [probe.predict(np.asarray(slides[s].obsm[key])) for s in test]
+    trues = [log1p_panel(slides[s], genes) for s in test]
+    ev = evaluate(preds, trues, test, genes)
+    return ev.pearson, ev.per_gene

@@ -85,7 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         _write_csv(sweep_dir / "results.csv", rows)
         print("\nAll runs (pooled Pearson over the gene panel on the test slides):")
-        print(format_table(rows, ["run", "pearson", "pearson_std", "pearson_slide_mean", "mse", "fit_seconds"]))
+        print(format_table(rows, ["run", "pearson", "pearson_std", "pearson_slide_mean", "mse", "ridge_pearson",
+                                  "fit_seconds"]))
         print(f"\nCombined table: {sweep_dir / 'results.csv'}")
     return 0
 
@@ -97,11 +98,15 @@ def _print_run(res: Any, cfg: Any) -> None:
     print(f"\nResults: {spec} data={cfg.data.name} ({res.label})")
     if cfg.eval.select_on == "test":
         print("NOTE: model selected on the TEST fold (eval.select_on=test, as the released STFlow code): optimistic")
-    cols = ["fold", "pearson", "pearson_slide_mean", "mse", "genes_dropped", "best_epoch", "fit_seconds"]
+    cols = ["fold", "pearson", "pearson_slide_mean", "mse", "ridge_pearson", "genes_dropped", "best_epoch",
+            "fit_seconds"]
     print(format_table(res.rows, cols))
     if len(res.rows) > 1:
         s = res.summary
-        print(f"mean +- std over {s['folds']} folds: pearson {s['pearson']:.4f} +- {s['pearson_std']:.4f}")
+        line = f"mean +- std over {s['folds']} folds: pearson {s['pearson']:.4f} +- {s['pearson_std']:.4f}"
+        if "ridge_pearson" in s and s["ridge_pearson"] == s["ridge_pearson"]:
+            line += f"; ridge probe {s['ridge_pearson']:.4f} +- {s['ridge_pearson_std']:.4f}"
+        print(line)
     for row in res.rows[:1]:
         per_slide = _per_slide(res.output_dir, row, len(res.rows))
         if per_slide:

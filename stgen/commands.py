@@ -40,4 +40,75 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTERED: list[Callable[[Any], None]] = [_predict_parser]
+def _convert_parser(sub: Any) -> None:
+    p = sub.add_parser("convert", help="write a dataset as a HEST-Bench-style folder (st/, patches/, splits/, genes)")
+    p.add_argument("format", choices=sorted(READERS), help="input layout")
+    p.add_argument("root", help="input folder")
+    p.add_argument("-o", "--out", required=True, help="output folder (must not exist or be empty)")
+    p.add_argument("--sections", nargs="*", default=None, help="sections to read (default: all)")
+    p.add_argument("--split-by", choices=["patient", "section"], default="patient",
+                   help="leave-one-patient-out or leave-one-section-out folds")
+    p.add_argument("--n-genes", type=int, default=50, help="size of the highly-variable gene panel")
+    p.add_argument("--patch-um", type=float, default=112.0, help="patch side in micrometres (resampled to 224 px)")
+    p.set_defaults(func=cmd_convert)
+
+
+def _read_legacy_st(args: argparse.Namespace) -> Any:
+    from stgen.data.convert import read_her2st
+
+    return read_her2st(args.root, sections=args.sections, patch_um=args.patch_um, progress=True)
+
+
+READERS: dict[str, Callable[[argparse.Namespace], Any]] = {"legacy-st": _read_legacy_st}
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from stgen.cli import UserError
+    from stgen.data.convert import convert_to_hest
+    from stgen.data.slide import SlideError
+
+    try:
+        pairs = READERS[args.format](args)
+        out = convert_to_hest(pairs, args.out, split_by=args.split_by, n_genes=args.n_genes)
+    except (FileNotFoundError, FileExistsError, SlideError, ValueError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    n_spots = sum(a.n_obs for a, _ in pairs)
+    print(f"wrote {out}: {len(pairs)} slides, {n_spots} spots, split by {args.split_by}")
+    print(f"train on it with: stgen run data=hest data.root={out} features=efficientnet_lite0")
+    return 0
+
+
+def _extract_parser(sub: Any) -> None:
+    p = sub.add_parser("extract", help="compute and cache patch embeddings of a HEST-style folder")
+    p.add_argument("root", help="HEST-Bench task folder (splits/, patches/, st/)")
+    p.add_argument("overrides", nargs="*", default=["features=efficientnet_lite0"],
+                   help="features=<backend> and its parameters, e.g. features=timm features.model=uni "
+                        "features.weights=/path/uni.bin")
+    p.add_argument("--cache-dir", default=None, help="cache folder (default: <root>/embeddings)")
+    p.set_defaults(func=cmd_extract)
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from stgen.cli import UserError
+    from stgen.config import ConfigError, compose_run
+    from stgen.data.hest import read_hest
+    from stgen.data.slide import SlideError
+    from stgen.registry import RegistryError
+
+    overrides = list(args.overrides)
+    if not any(o.startswith("features=") for o in overrides):
+        overrides.insert(0, "features=efficientnet_lite0")
+    try:
+        spec = OmegaConf.to_container(compose_run(overrides).features, resolve=True)
+        name = spec.pop("name")
+        ds = read_hest(args.root, feature_backend=name, backend_params=spec, cache_dir=args.cache_dir)
+    except (ConfigError, RegistryError, FileNotFoundError, SlideError, ValueError, OSError, ImportError) as exc:
+        raise UserError(str(exc)) from None
+    for sid, path in sorted(ds.embedding_paths.items()):
+        print(f"{sid}: {ds.slides[sid].n_obs} spots -> {path}")
+    return 0
+
+
+REGISTERED: list[Callable[[Any], None]] = [_predict_parser, _convert_parser, _extract_parser]

@@ -51,6 +51,8 @@ def build_data(cfg: DictConfig) -> DataBundle:
     params = OmegaConf.to_container(cfg.data, resolve=True)
     name = params.pop("name")
     source = DATASETS.get(name)(**params)
+    if cfg.get("features") is not None and hasattr(source, "features_spec"):
+        source.features_spec = OmegaConf.to_container(cfg.features, resolve=True)
     bundle = source.load()
     bundle.validate()
     return bundle
@@ -156,10 +158,18 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
         "fit_seconds": round(fit_s, 1), "selection": select_on,
         "val_pearson": float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None else float("nan"),
     }
+    if cfg.eval.ridge:
+        from stgen.baselines import ridge_fold_pearson
+
+        ridge_r, ridge_genes = ridge_fold_pearson(bundle, fold)
+        row["ridge_pearson"] = ridge_r
     _write_json(fold_dir / "metrics.json", {**row, "per_slide": ev.per_slide,
                                              "selection_label": SELECTION_LABELS[select_on]})
-    _write_csv(fold_dir / "per_gene.csv", [{"gene": g, "pearson": float(r)} for g, r in
-                                           zip(ev.genes, ev.per_gene, strict=True)])
+    per_gene = [{"gene": g, "pearson": float(r)} for g, r in zip(ev.genes, ev.per_gene, strict=True)]
+    if cfg.eval.ridge:
+        for item, r in zip(per_gene, ridge_genes, strict=True):
+            item["ridge_pearson"] = float(r)
+    _write_csv(fold_dir / "per_gene.csv", per_gene)
     _write_predictions(cfg, bundle, module, fold_dir / "predictions")
     return row
 
@@ -204,7 +214,7 @@ def _sanitize_uns(a: ad.AnnData) -> None:
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"folds": len(rows)}
-    for key in ("pearson", "pearson_slide_mean", "mse"):
+    for key in ("pearson", "pearson_slide_mean", "mse", "ridge_pearson"):
         vals = np.array([r.get(key, np.nan) for r in rows], dtype=float)
         out[key] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
         out[f"{key}_std"] = float(np.nanstd(vals)) if len(vals) > 1 else 0.0
@@ -217,6 +227,14 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), out_dir: Path | None = N
     label = run_label(overrides)
     out = out_dir or new_output_dir(cfg, label)
     bundle = build_data(cfg)  # data errors surface before any output is written
+    if cfg.eval.select_on == "val":
+        lacking = [f.name for f in bundle.folds if not f.val]
+        if lacking:
+            raise ValueError(
+                f"fold(s) {', '.join(lacking)} have no validation slides to select the model on (too few training "
+                "slides or patients); use leave-one-section-out folds, add slides, or set eval.select_on=test "
+                "(selection on the test fold, labelled as such)"
+            )
     from stgen.model import build_model
 
     build_model(model_spec(cfg), in_dim=next(iter(bundle.slides.values())).obsm[bundle.feature_key].shape[1],

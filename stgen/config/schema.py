@@ -71,12 +71,14 @@ class EvalConfig:
 
     ``steps``/``n_samples`` override the generator's; ``select_on=test`` reproduces the released
     STFlow code's selection of the best epoch on the test fold and is labelled as such in every output.
+    ``ridge`` also scores HEST's ridge probe on the same features and folds (``ridge_pearson``).
     """
 
     steps: Optional[int] = None  # noqa: UP045
     n_samples: int = 1
     seed: int = 0
     select_on: str = "val"
+    ridge: bool = True
 
 
 @dataclass

@@ -9,9 +9,9 @@ Generative story per slide:
    Dirichlet jitter: tissue domains that vary smoothly, with spot-to-spot variation on top.
 3. Gene programmes: per-gene baseline plus per-cell-type log-fold changes; a spot's mean is the
    composition-weighted mixture.
-4. Neighbourhood interaction: a subset of genes responds to the mean composition of the spot's ring
-   of neighbours (not its own), scaled by ``interaction``. Only a model that looks at neighbours can
-   explain that part.
+4. Neighbourhood interaction: a subset of genes responds to how the mean composition of the spot's
+   two rings of neighbours differs from its own (interfaces between domains), scaled by
+   ``interaction``. Only a model that looks at neighbours can explain that part.
 5. Library size: per-slide and per-spot log-normal factors.
 6. Counts: zero-inflated negative binomial around the mean.
 7. Patch embeddings: a noisy nonlinear function of the spot's own composition only.
@@ -32,6 +32,8 @@ from scipy.spatial import cKDTree
 from stgen.data.slide import make_slide
 
 ORACLE_LAYER = "oracle"
+#: typical spread of a neighbourhood's cell-type fraction; scales the interaction term
+NEIGHBOURHOOD_SCALE = 0.1
 
 
 @dataclass
@@ -175,8 +177,9 @@ def simulate_slide(
     prng = np.random.default_rng(cfg.seed * 1000 + patient)
     patient_effect = prng.normal(0, 0.15, cfg.n_genes)
     log_lib = rng.normal(0, 0.2) + rng.normal(0, 0.25, n)
-    # standardised neighbourhood contrast, so ``interaction`` is on the scale of the cell-type programmes
-    neigh_z = (neigh - neigh.mean(0)) / (neigh.std(0) + 1e-8)
+    # response to how the neighbourhood differs from the spot itself (interfaces between domains), on a
+    # fixed scale shared by all slides, so ``interaction = 1`` is on the scale of the cell-type programmes
+    neigh_z = (neigh - comp) / NEIGHBOURHOOD_SCALE
     log_mu = shared.baseline + mix + cfg.interaction * (neigh_z @ shared.response) / np.sqrt(T)
     log_mu = log_mu + patient_effect + log_lib[:, None]
     mu = np.exp(np.clip(log_mu, -8, 8))

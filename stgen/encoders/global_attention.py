@@ -21,8 +21,9 @@ NUM_FREQUENCIES = 16
 MAX_WAVELENGTH = 1000.0
 
 
-def fourier_positions(pos: Tensor, num_frequencies: int = NUM_FREQUENCIES,
-                      max_wavelength: float = MAX_WAVELENGTH) -> Tensor:
+def fourier_positions(
+    pos: Tensor, num_frequencies: int = NUM_FREQUENCIES, max_wavelength: float = MAX_WAVELENGTH
+) -> Tensor:
     """Sinusoidal features of 2-D positions at geometrically spaced wavelengths ``1 ... max_wavelength``.
 
     Shapes:
@@ -81,7 +82,10 @@ class TransformerBlock(nn.Module):
         self.proj = nn.Linear(hidden_dim, hidden_dim)
         self.norm2 = nn.LayerNorm(hidden_dim)
         self.ffn = nn.Sequential(
-            nn.Linear(hidden_dim, 4 * hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * hidden_dim, hidden_dim)
+            nn.Linear(hidden_dim, 4 * hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(4 * hidden_dim, hidden_dim),
         )
         self.drop = nn.Dropout(dropout)
 
@@ -106,10 +110,11 @@ class GlobalAttentionEncoder(Encoder):
     head gives the expression. No kNN graph is used; the output is invariant to translations of a slide
     but not to rotations or reflections.
 
-    Cost per layer and slide of ``N`` spots: time O(N^2 d) and memory O(N^2) per head for the attention
-    weights (stored for backward in training). This is the family of HisToGene / STPath; it is the
-    reference point that ``fa_local`` (O(N k)) avoids. Slides with more than ``max_spots`` spots are
-    refused before any work starts.
+    Cost per layer and slide of ``N`` spots: time O(N^2 d) and memory O(N^2) per head, the ``N x N``
+    attention weights (materialised and stored for backward in training, where attention dropout rules
+    out PyTorch's fused kernels; a fused kernel may avoid storing them in inference, but time stays
+    quadratic). This is the family of HisToGene / STPath, the reference point that ``fa_local`` (O(N k))
+    avoids. Slides with more than ``max_spots`` spots are refused before any work starts.
 
     Args:
         in_dim: patch-embedding width F (data-derived).
@@ -145,7 +150,9 @@ class GlobalAttentionEncoder(Encoder):
                 f"{max_spots}"
             )
         if hidden_dim % heads:
-            raise ValueError(f"global_attention: hidden_dim ({hidden_dim}) must be divisible by heads ({heads})")
+            raise ValueError(
+                f"global_attention: hidden_dim ({hidden_dim}) must be divisible by heads ({heads})"
+            )
         if not pos_scale > 0:
             raise ValueError(f"global_attention: pos_scale must be positive, got {pos_scale}")
         self.heads = heads

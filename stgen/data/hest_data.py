@@ -1,0 +1,91 @@
+"""The ``hest`` data source: HEST-Bench folders (and anything ``stgen convert`` wrote)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stgen.data.slide import patient_id
+from stgen.data.source import DATASETS, DataBundle, DataSource, Fold
+
+
+@DATASETS.register("hest")
+class HestData(DataSource):
+    """A HEST-Bench task folder: ``splits/``, ``st/`` (or ``adata/``), ``patches/``, ``var_50genes.json``.
+
+    Patch embeddings are computed once per feature backend (the ``features`` config group, default
+    ``default_features``) and cached next to the data (or under ``cache_dir``). Each fold of the split
+    files gives one train/test split; a validation split is carved from its training slides (one
+    patient when several exist, else one slide) for model selection.
+
+    Args:
+        root: the HEST-Bench root (with ``task``) or the task folder itself (``task`` empty).
+        task: task name, e.g. ``IDC``.
+        fold: fold index, or -1 for every fold.
+        default_features: backend used when no ``features=`` is given.
+        cache_dir: where embeddings are cached (default: ``<task folder>/embeddings``).
+        n_val: patients (or slides) held out from each fold's training slides for validation.
+        k: neighbours per spot.
+        feature_key: ``obsm`` key for the embeddings.
+    """
+
+    def __init__(self, root: str = "", task: str = "", fold: int = -1, default_features: str = "efficientnet_lite0",
+                 cache_dir: str = "", n_val: int = 1, k: int = 8, feature_key: str = "features") -> None:
+        super().__init__(k=k, feature_key=feature_key)
+        if not root:
+            raise ValueError("data=hest needs data.root=<HEST-Bench folder> (and data.task=<task> for the bench root)")
+        self.root = root
+        self.task = task
+        self.fold = fold
+        self.default_features = default_features
+        self.cache_dir = cache_dir
+        self.n_val = n_val
+        self.features_spec: dict | None = None
+
+    def task_dir(self) -> Path:
+        base = Path(self.root).expanduser()
+        path = base / self.task if self.task else base
+        if not (path / "splits").is_dir():
+            raise FileNotFoundError(
+                f"{path} is not a HEST-Bench task folder (no splits/ inside); set data.root to the folder holding "
+                "splits/, st/, patches/ (or the bench root plus data.task=<task>)"
+            )
+        return path
+
+    def load(self) -> DataBundle:
+        from stgen.data.hest import read_hest
+
+        spec = dict(self.features_spec or {"name": self.default_features})
+        backend = spec.pop("name")
+        ds = read_hest(self.task_dir(), None if self.fold < 0 else self.fold, feature_backend=backend,
+                       backend_params=spec, feature_key=self.feature_key,
+                       cache_dir=self.cache_dir or None)
+        folds = []
+        for i, (train, test) in enumerate(ds.folds):
+            name = f"fold{i if self.fold < 0 else self.fold}"
+            fit, val = carve_validation(train, {s: patient_id(ds.slides[s]) or s for s in train}, self.n_val)
+            folds.append(Fold(train=fit, val=val, test=list(test), name=name))
+        return DataBundle(slides=ds.slides, genes=list(ds.genes), folds=folds, feature_key=self.feature_key,
+                          info={"source": "hest", "root": str(ds.root), "features": backend, **spec,
+                                "dropped_barcodes": ds.dropped})
+
+
+def carve_validation(train: list[str], groups: dict[str, str], n_val: int) -> tuple[list[str], list[str]]:
+    """Hold out validation slides from a fold's training slides.
+
+    With at least ``n_val + 2`` groups (patients), the last ``n_val`` groups are held out whole; with
+    fewer, one slide of the largest group is held out (sections of one patient are correlated, so this
+    selection is optimistic, but it never touches the test fold); a single training slide leaves no
+    validation split (select with ``eval.select_on=test`` then, which is labelled in every output).
+    """
+    if n_val <= 0:
+        return list(train), []
+    order = sorted(set(groups[s] for s in train))
+    if len(order) >= n_val + 2:
+        held = set(order[-n_val:])
+        return [s for s in train if groups[s] not in held], [s for s in train if groups[s] in held]
+    sizes = {g: sum(groups[s] == g for s in train) for g in order}
+    largest = max(order, key=lambda g: (sizes[g], g))
+    if sizes[largest] < 2:
+        return list(train), []
+    val = [s for s in train if groups[s] == largest][-1]
+    return [s for s in train if s != val], [val]

@@ -1,0 +1,79 @@
+"""No N x N: the kNN graph and fa_local's forward pass stay far below dense N x N memory on 200k spots.
+
+Peak RSS is read from ``VmHWM`` in ``/proc/self/status`` of a fresh interpreter. ``getrusage``'s
+``ru_maxrss`` is not used: on Linux a child keeps the parent's peak RSS across ``exec``, so in a subprocess
+of a large pytest process it reports the parent's peak and would hide the child's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+N_SPOTS = 200_000
+DENSE_GB = N_SPOTS * N_SPOTS * 4 / 1e9  # one float32 N x N matrix: 160 GB
+BOUND_GB = 4.0
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from torch_geometric.data import Batch, Data
+    from stgen.data.graph import knn_edges
+    from stgen.encoders.fa_local import FALocalEncoder
+
+    torch.set_num_threads(1)
+
+    def peak_bytes():
+        with open("/proc/self/status") as fh:
+            line = next(row for row in fh if row.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+
+    n = int(sys.argv[1])
+    baseline = peak_bytes()
+    gen = torch.Generator().manual_seed(0)
+    pos = torch.rand(n, 2, generator=gen) * 100_000.0
+    x = torch.randn(n, 4, generator=gen)
+    edge_index = knn_edges(pos, 8)
+    after_graph = peak_bytes()
+    torch.manual_seed(0)
+    enc = FALocalEncoder(4, 3, k=8, hidden_dim=8, edge_dim=8, num_layers=1, heads=2).eval()
+    batch = Batch.from_data_list([Data(x=x, pos=pos, edge_index=edge_index)])
+    with torch.no_grad():
+        out = enc(batch, torch.zeros(n, 3), torch.zeros(1))
+    print(json.dumps({
+        "baseline": baseline,
+        "after_graph": after_graph,
+        "after_forward": peak_bytes(),
+        "edges": edge_index.size(1),
+        "out_shape": list(out.shape),
+        "finite": bool(torch.isfinite(out).all()),
+    }))
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS read from /proc/self/status")
+def test_knn_graph_and_fa_local_forward_use_no_dense_matrix() -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    res = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(N_SPOTS)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    stats = json.loads(res.stdout.strip().splitlines()[-1])
+    graph_gb = (stats["after_graph"] - stats["baseline"]) / 1e9
+    total_gb = (stats["after_forward"] - stats["baseline"]) / 1e9
+    print(
+        f"N={N_SPOTS}: peak RSS over baseline {graph_gb:.2f} GB after kNN graph, {total_gb:.2f} GB after "
+        f"fa_local forward (dense N x N float32 would need {DENSE_GB:.0f} GB)"
+    )
+    assert stats["edges"] == N_SPOTS * 8
+    assert stats["out_shape"] == [N_SPOTS, 3] and stats["finite"]
+    assert BOUND_GB <= DENSE_GB / 40
+    assert graph_gb < BOUND_GB, f"kNN graph on {N_SPOTS} spots took {graph_gb:.2f} GB"
+    assert total_gb < BOUND_GB, f"kNN graph + fa_local forward on {N_SPOTS} spots took {total_gb:.2f} GB"
