@@ -28,7 +28,7 @@ def test_carve_validation_holds_out_patients_or_one_slide():
 
 
 def test_hest_source_reads_folds_and_features(tmp_path):
-    root = _make_hest_folder()(tmp_path / "IDC")
+    _make_hest_folder()(tmp_path / "IDC")
     bundle = HestData(root=str(tmp_path), task="IDC", default_features="handcrafted").load()
     assert len(bundle.folds) == 2
     for fold in bundle.folds:
