@@ -53,8 +53,11 @@ def squidpy_knn(adata: ad.AnnData, k: int) -> Tensor:
     squidpy's adjacency row ``i`` lists the neighbours of spot ``i``; PyG's source-to-target edges put
     the neighbour first, so the (row, col) pairs are flipped.
     """
+    import logging
+
     import squidpy as sq
 
+    logging.getLogger("spatialdata._logging").setLevel(logging.WARNING)  # squidpy logs every graph at INFO
     cached = adata.uns.get("stgen_graph", {})
     if CONNECTIVITIES_KEY not in adata.obsp or cached.get("k") != k:
         n_neighs = min(k, adata.n_obs - 1)
