@@ -49,6 +49,7 @@ def _convert_parser(sub: Any) -> None:
     p.add_argument("--split-by", choices=["patient", "section"], default="patient",
                    help="leave-one-patient-out or leave-one-section-out folds")
     p.add_argument("--n-genes", type=int, default=50, help="size of the highly-variable gene panel")
+    p.add_argument("--include-genes", nargs="*", default=[], help="genes always kept in the panel, e.g. ERBB2")
     p.add_argument("--patch-um", type=float, default=112.0, help="patch side in micrometres (resampled to 224 px)")
     p.set_defaults(func=cmd_convert)
 
@@ -69,7 +70,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     try:
         pairs = READERS[args.format](args)
-        out = convert_to_hest(pairs, args.out, split_by=args.split_by, n_genes=args.n_genes)
+        out = convert_to_hest(pairs, args.out, split_by=args.split_by, n_genes=args.n_genes,
+                              include_genes=args.include_genes)
     except (FileNotFoundError, FileExistsError, SlideError, ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     n_spots = sum(a.n_obs for a, _ in pairs)

@@ -33,17 +33,17 @@ def select_variable_genes(
     n_genes: int = 50,
     *,
     min_spot_fraction: float = 0.1,
+    include: Sequence[str] = (),
 ) -> list[str]:
-    """The ``n_genes`` most variable genes of the pooled slides, HEST's recipe.
+    """The ``n_genes`` most variable genes of the pooled slides, on log1p counts as in HEST.
 
     Candidates are the genes detected in at least ``min_spot_fraction`` of the spots of every slide
     (names containing ``BLANK`` or ``Control`` excluded). The raw counts of all slides are stacked, log1p
-    transformed (no library-size normalisation), and ranked with
-    ``scanpy.pp.highly_variable_genes(flavor="seurat")``: normalised dispersion within mean-expression
-    bins. Returned most variable first.
+    transformed (no library-size normalisation), and ranked by variance. Ranking by variance (rather
+    than by dispersion normalised within mean bins) keeps well-expressed, variable genes such as
+    biomarkers, instead of noisy low-count genes. Genes in ``include`` (e.g. ``ERBB2``) are always in the
+    panel when they pass the detection filter. Returned most variable first.
     """
-    import scanpy as sc
-
     if not slides:
         raise ValueError("select_variable_genes: no slides")
     common: set[str] | None = None
@@ -69,12 +69,18 @@ def select_variable_genes(
         )
     blocks = [s[:, genes].X for s in slides]
     X = sp.vstack([sp.csr_matrix(b) for b in blocks]).astype(np.float32)
-    pooled = ad.AnnData(X=X, var=pd.DataFrame(index=pd.Index(genes)))
-    sc.pp.log1p(pooled)
-    sc.pp.highly_variable_genes(pooled, n_top_genes=n_genes, flavor="seurat")
-    ranked = pooled.var.sort_values("dispersions_norm", ascending=False, kind="stable")
-    top = ranked.index[ranked["highly_variable"].to_numpy()][:n_genes]
-    return [str(g) for g in top]
+    X = X.log1p()
+    mean = np.asarray(X.mean(axis=0)).ravel()
+    var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2
+    ranked = [genes[i] for i in np.argsort(-var, kind="stable")]
+    missing = [g for g in include if g not in genes]
+    if missing:
+        raise SlideError(f"gene(s) {missing} to include are not detected in >= {min_spot_fraction:.0%} of the spots "
+                         "of every slide")
+    forced = [g for g in ranked if g in set(include)]
+    rest = [g for g in ranked if g not in set(include)][: max(0, n_genes - len(forced))]
+    keep = set(forced) | set(rest)
+    return [g for g in ranked if g in keep]
 
 
 def _folds(ids: list[str], groups: list[str]) -> list[tuple[list[str], list[str]]]:
@@ -110,6 +116,7 @@ def convert_to_hest(
     n_genes: int = 50,
     *,
     min_spot_fraction: float = 0.1,
+    include_genes: Sequence[str] = (),
 ) -> Path:
     """Write slides and patches as a HEST-Bench folder.
 
@@ -167,7 +174,8 @@ def convert_to_hest(
         ids.append(sid)
     groups = ids if split_by == "section" else [patient_id(s) or slide_id(s) for s, _ in pairs]
     folds = _folds(ids, groups)
-    genes = select_variable_genes([s for s, _ in pairs], n_genes, min_spot_fraction=min_spot_fraction)
+    genes = select_variable_genes([s for s, _ in pairs], n_genes, min_spot_fraction=min_spot_fraction,
+                                  include=include_genes)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"

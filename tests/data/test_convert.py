@@ -89,11 +89,13 @@ def test_convert_input_errors(sections: list, tmp_path: Path) -> None:
 
 
 def test_select_variable_genes_prefers_overdispersed_genes() -> None:
+    """Genes whose log1p counts vary most win; ``include`` forces a gene into the panel."""
     rng = np.random.default_rng(0)
     n, g = 200, 1000
     means = np.exp(rng.uniform(np.log(0.5), np.log(20.0), g))
     lam = np.tile(means, (n, 1))
     hot = [7, 250, 500, 750, 999]
+    means[hot] = 5.0
     lam[:, hot] = rng.gamma(0.3, means[hot] / 0.3, size=(n, len(hot)))  # same means, much larger spread
     counts = rng.poisson(lam).astype(np.float32)
     genes = [f"g{i}" for i in range(g)]
@@ -102,6 +104,8 @@ def test_select_variable_genes_prefers_overdispersed_genes() -> None:
         make_slide(counts[100:], rng.uniform(size=(100, 2)), slide="b", genes=genes),
     ]
     assert set(select_variable_genes(slides, len(hot))) == {genes[i] for i in hot}
+    forced = select_variable_genes(slides, len(hot), include=["g3"])
+    assert "g3" in forced and len(forced) == len(hot)
 
 
 @pytest.mark.skipif(not (HER2ST / "images" / "A1_lowres.png").is_file(), reason="her2st data not available")
