@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -17,13 +17,16 @@ from stgen.nn.time import TimeEmbedding
 from stgen.registry import ENCODERS
 
 
-@dataclass(frozen=True)
+@dataclass
 class FALocalContext:
     """Per-batch geometry shared by all layers and all refinement steps.
 
     Args:
         edge_index: kNN graph, ``edge_index[1]`` the spot, ``edge_index[0]`` its neighbour.
         edge_inputs: frame inputs of every edge (see :func:`stgen.nn.frames.frame_inputs`).
+        edge_features: per-layer frame-averaged edge features, filled by the first eval-mode call and
+            reused by later sampling steps (they depend on geometry only; in training mode dropout makes
+            each call differ, so nothing is cached).
 
     Shapes:
         edge_index ``[2, E]``; edge_inputs ``[E, n_frames, 3]`` (``n_frames`` 4, or 1 without frame
@@ -32,6 +35,7 @@ class FALocalContext:
 
     edge_index: Tensor
     edge_inputs: Tensor
+    edge_features: dict[int, Tensor] = field(default_factory=dict)
 
 
 def attention_logits_reference(
@@ -102,11 +106,17 @@ class FALocalBlock(nn.Module):
         self.ffn = GatedMLP(hidden_dim, 4 * hidden_dim, hidden_dim, dropout)
         self.split_attention = True
 
-    def forward(self, h: Tensor, y: Tensor, edge_index: Tensor, edge_inputs: Tensor) -> Tensor:
+    def edge_features(self, edge_inputs: Tensor) -> Tensor:
+        """Frame-averaged edge features ``[E, H, d_e/H]``: EdgeMLP on each frame, mean over frames."""
+        return self.edge_mlp(edge_inputs).mean(dim=1).view(edge_inputs.size(0), self.heads, -1)
+
+    def forward(self, h: Tensor, y: Tensor, edge_index: Tensor, edge_inputs: Tensor,
+                e: Tensor | None = None) -> Tensor:
         n, heads = h.size(0), self.heads
         src, dst = edge_index
         q, k, v = self.qkv(self.norm(h)).view(n, 3, heads, -1).unbind(1)
-        e = self.edge_mlp(edge_inputs).mean(dim=1).view(edge_inputs.size(0), heads, -1)
+        if e is None:
+            e = self.edge_features(edge_inputs)
         logits_fn = attention_logits if self.split_attention else attention_logits_reference
         a = softmax(logits_fn(self.attn_mlp, q, k, e, y, edge_index), dst, num_nodes=n)
         a = self.attn_drop(a)[..., None]
@@ -215,8 +225,13 @@ class FALocalEncoder(Encoder):
     def predict(self, batch: Batch, y: Tensor, t: Tensor, context: FALocalContext) -> Tensor:
         h = self.input_proj(batch.x) + self.time_embed(node_time(batch, t))
         state, preds = y, []
-        for block, head in zip(self.blocks, self.gene_heads, strict=True):
-            h = block(h, state, context.edge_index, context.edge_inputs)
+        for i, (block, head) in enumerate(zip(self.blocks, self.gene_heads, strict=True)):
+            e = None
+            if not self.training:
+                e = context.edge_features.get(i)
+                if e is None:
+                    e = context.edge_features[i] = block.edge_features(context.edge_inputs)
+            h = block(h, state, context.edge_index, context.edge_inputs, e)
             state = head(h)
             preds.append(state)
         return torch.stack(preds).mean(dim=0)

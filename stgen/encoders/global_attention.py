@@ -132,6 +132,9 @@ class GlobalAttentionEncoder(Encoder):
         y: ``[N, G]``; t: ``[B]``; output: ``[N, G]``. Memory O(N_slide^2) per slide.
     """
 
+    #: every spot sees its whole slide, so chunked inference must not cut a slide
+    receptive_field = None
+
     def __init__(
         self,
         in_dim: int,

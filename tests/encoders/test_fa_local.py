@@ -180,3 +180,24 @@ def test_prepare_reuses_or_rebuilds_graph() -> None:
     assert rebuilt.edge_index.size(1) == 40 * K
     assert rebuilt.edge_inputs.shape == (40 * K, 4, 3)
     assert rebuilt.edge_inputs.dtype == model.input_proj.weight.dtype
+
+
+def test_eval_mode_reuses_edge_features_across_sampling_steps():
+    from stgen.testing import toy_batch
+
+    torch.manual_seed(0)
+    enc = FALocalEncoder(12, 5, hidden_dim=16, edge_dim=16, num_layers=2).eval()
+    batch = toy_batch(12, 5)
+    ctx = enc.prepare(batch)
+    y1, y2 = torch.randn(batch.num_nodes, 5), torch.randn(batch.num_nodes, 5)
+    t = torch.rand(batch.num_graphs)
+    with torch.no_grad():
+        first = enc(batch, y1, t, ctx)
+        assert set(ctx.edge_features) == {0, 1}
+        cached = enc(batch, y2, t, ctx)
+        fresh = enc(batch, y2, t, enc.prepare(batch))
+    assert torch.allclose(cached, fresh, atol=1e-6) and not torch.allclose(first, cached)
+    enc.train()
+    train_ctx = enc.prepare(batch)
+    enc(batch, y1, t, train_ctx)
+    assert not train_ctx.edge_features
