@@ -54,7 +54,7 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from stgen.config import ConfigError, compose_run, expand_sweep
     from stgen.registry import RegistryError
-    from stgen.run import new_output_dir, run, run_label, summarise  # noqa: F401
+    from stgen.run import run, run_label
 
     overrides = list(args.overrides)
     combos = expand_sweep(overrides) if args.multirun else [overrides]
@@ -92,8 +92,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_run(res: Any, cfg: Any) -> None:
-    from omegaconf import OmegaConf
-
     spec = " ".join(f"{k}={cfg[k].name}" for k in ("encoder", "generator", "prior"))
     print(f"\nResults: {spec} data={cfg.data.name} ({res.label})")
     if cfg.eval.select_on == "test":
@@ -112,7 +110,6 @@ def _print_run(res: Any, cfg: Any) -> None:
         if per_slide:
             print("per-slide Pearson: " + ", ".join(f"{k} {v:.4f}" for k, v in per_slide.items()))
     print(f"Outputs: {res.output_dir} (config.yaml, metrics.json/.csv, per_gene.csv, checkpoints/, predictions/)")
-    del OmegaConf
 
 
 def _per_slide(out: Path, row: dict, n_folds: int) -> dict[str, float]:
