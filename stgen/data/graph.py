@@ -20,14 +20,50 @@ def knn_edges(pos: Tensor, k: int, batch: Tensor | None = None) -> Tensor:
     """kNN graph of ``pos`` (self excluded, never across ``batch``), PyG source-to-target edges.
 
     ``edge_index[1]`` is the spot, ``edge_index[0]`` its neighbours. Uses ``torch_cluster.knn_graph``
-    (no N x N matrix); a graph with fewer than ``k + 1`` spots gets all its other spots.
+    (no N x N matrix); without torch-cluster (or without its CUDA kernels) it falls back to
+    :func:`knn_edges_blockwise`. A graph with fewer than ``k + 1`` spots gets all its other spots.
 
     Shapes:
         pos ``[N, D]`` -> edge_index ``[2, E]`` with ``E = N * min(k, n_slide - 1)`` per slide.
     """
-    from torch_cluster import knn_graph
+    try:
+        from torch_cluster import knn_graph
 
-    return knn_graph(pos.float(), k=k, batch=batch, loop=False, flow="source_to_target")
+        return knn_graph(pos.float(), k=k, batch=batch, loop=False, flow="source_to_target")
+    except (ImportError, RuntimeError):
+        return knn_edges_blockwise(pos, k, batch)
+
+
+def knn_edges_blockwise(pos: Tensor, k: int, batch: Tensor | None = None, max_block: int = 1 << 24) -> Tensor:
+    """Exact kNN with plain torch: distances from blocks of query spots to their slide, then ``topk``.
+
+    Memory is bounded by ``max_block`` distances at a time (never N x N); time is quadratic per slide,
+    so it is the fallback, not the default.
+    """
+    pos = pos.float()
+    n = pos.size(0)
+    if batch is None:
+        batch = torch.zeros(n, dtype=torch.long, device=pos.device)
+    counts = torch.bincount(batch)
+    starts = torch.cumsum(counts, 0) - counts
+    srcs, dsts = [], []
+    for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
+        if count < 2:
+            continue
+        kk = min(k, count - 1)
+        ref = pos[start:start + count]
+        step = max(1, max_block // count)
+        for q0 in range(0, count, step):
+            q = ref[q0:q0 + step]
+            d = torch.cdist(q, ref)
+            rows = torch.arange(q.size(0), device=pos.device)
+            d[rows, rows + q0] = float("inf")
+            nbr = d.topk(kk, largest=False).indices
+            dsts.append((rows + q0 + start).repeat_interleave(kk))
+            srcs.append(nbr.reshape(-1) + start)
+    if not srcs:
+        return torch.empty(2, 0, dtype=torch.long, device=pos.device)
+    return torch.stack([torch.cat(srcs), torch.cat(dsts)])
 
 
 def graph_with_k(batch: Data, k: int) -> Tensor:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch_geometric.data import Batch
+from torch_geometric.data import Batch, Data
 
 from stgen.data.graph import knn_edges, random_crop, slide_to_data
 from stgen.data.slide import make_slide
@@ -60,3 +60,14 @@ def test_random_crop_keeps_nearest_spots_and_k_neighbours(slide):
     assert (crop.edge_index[1].bincount(minlength=n) == 6).all()
     tiny = random_crop(data, 6, fraction=0.0, centre=0)
     assert tiny.num_nodes == 2 and tiny.edge_index.shape[1] == 2
+
+
+def test_blockwise_fallback_equals_torch_cluster():
+    from stgen.data.graph import knn_edges_blockwise
+
+    g = torch.Generator().manual_seed(0)
+    pos = torch.rand(300, 2, generator=g) * 1000  # general position: no distance ties
+    batch = Batch.from_data_list([Data(pos=pos[:180]), Data(pos=pos[180:])])
+    fast = knn_edges(batch.pos, 8, batch.batch)
+    block = knn_edges_blockwise(batch.pos, 8, batch.batch, max_block=500)
+    assert {tuple(e) for e in fast.T.tolist()} == {tuple(e) for e in block.T.tolist()}
