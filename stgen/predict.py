@@ -165,7 +165,7 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
 def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, **kwargs: Any) -> list[Path]:
     """Predict every input ``.h5ad`` and write ``<out_dir>/<name>.h5ad`` atomically; never overwrites."""
     from stgen import __version__
-    from stgen.run import write_h5ad
+    from stgen.io import write_h5ad
 
     out_dir = Path(out_dir)
     targets = [out_dir / Path(p).name for p in inputs]

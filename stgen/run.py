@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stgen.config import compose_run
 from stgen.data.source import DATASETS, DataBundle, Fold
+from stgen.io import write_h5ad
 
 SELECTION_LABELS = {"val": "validation split of the training slides",
                     "test": "TEST FOLD (as the released STFlow code; optimistic)"}
@@ -94,13 +95,6 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
-
-
-def write_h5ad(adata: ad.AnnData, path: Path) -> None:
-    """Write atomically (temporary file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    adata.write_h5ad(tmp)
     os.replace(tmp, path)
 
 

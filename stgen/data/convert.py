@@ -24,6 +24,7 @@ from stgen.data.legacy_st import (
     read_legacy_st,
 )
 from stgen.data.slide import SPATIAL_KEY, SlideError, patient_id, slide_id, validate_slide
+from stgen.io import write_h5ad
 
 SPLIT_MODES = ("patient", "section")
 
@@ -188,7 +189,7 @@ def convert_to_hest(
         for (s, p), sid, grp in zip(pairs, ids, groups, strict=True):
             slide = s.copy()
             slide.obsm[SPATIAL_KEY] = np.asarray(slide.obsm[SPATIAL_KEY], dtype=np.float64)
-            slide.write_h5ad(tmp / expr_dir / f"{sid}.h5ad")
+            write_h5ad(slide, tmp / expr_dir / f"{sid}.h5ad")
             write_patches_h5(tmp / PATCHES_DIR / f"{sid}.h5", p)
             rows[sid] = {
                 "sample_id": sid,

@@ -34,12 +34,14 @@ def knn_edges(pos: Tensor, k: int, batch: Tensor | None = None) -> Tensor:
         return knn_edges_blockwise(pos, k, batch)
 
 
-def knn_edges_blockwise(pos: Tensor, k: int, batch: Tensor | None = None, max_block: int = 1 << 24) -> Tensor:
+def knn_edges_blockwise(pos: Tensor, k: int, batch: Tensor | None = None, max_block: int | None = None) -> Tensor:
     """Exact kNN with plain torch: distances from blocks of query spots to their slide, then ``topk``.
 
-    Memory is bounded by ``max_block`` distances at a time (never N x N); time is quadratic per slide,
-    so it is the fallback, not the default.
+    Memory is bounded by ``max_block`` distances at a time (default 2^24 on the CPU, 2^28 on a GPU;
+    never N x N); time is quadratic per slide, so it is the fallback, not the default.
     """
+    if max_block is None:
+        max_block = 1 << 28 if pos.is_cuda else 1 << 24
     pos = pos.float()
     n = pos.size(0)
     if batch is None:

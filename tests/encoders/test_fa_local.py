@@ -201,3 +201,16 @@ def test_eval_mode_reuses_edge_features_across_sampling_steps():
     train_ctx = enc.prepare(batch)
     enc(batch, y1, t, train_ctx)
     assert not train_ctx.edge_features
+
+
+def test_closed_form_eigenvectors_match_eigh():
+    from stgen.nn.frames import sym2x2_eigenvectors
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 2, 2, generator=g, dtype=torch.float64)
+    cov = a @ a.transpose(1, 2)
+    vals, ref = torch.linalg.eigh(cov)
+    vecs = sym2x2_eigenvectors(cov)
+    # same eigenvectors up to sign, same (ascending) order
+    assert torch.allclose((vecs * ref).sum(1).abs(), torch.ones(500, 2, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(vecs.transpose(1, 2) @ cov @ vecs, torch.diag_embed(vals), atol=1e-9)
