@@ -12,6 +12,10 @@ from stgen.components import Configurable
 from stgen.registry import ENCODERS
 
 
+#: default ``context`` of :meth:`Encoder.forward`: call :meth:`Encoder.prepare` first
+UNPREPARED: Any = object()
+
+
 class Encoder(Configurable, nn.Module, ABC):
     """Base class of every encoder (the denoiser network shared by all generators).
 
@@ -52,7 +56,7 @@ class Encoder(Configurable, nn.Module, ABC):
         """Per-batch work that does not depend on ``y`` or ``t``; the result is passed to ``predict``."""
         return None
 
-    def forward(self, batch: Batch, y: Tensor, t: Tensor, context: Any = None) -> Tensor:
+    def forward(self, batch: Batch, y: Tensor, t: Tensor, context: Any = UNPREPARED) -> Tensor:
         n = batch.num_nodes
         if batch.x.shape != (n, self.in_dim):
             raise ValueError(
@@ -65,7 +69,7 @@ class Encoder(Configurable, nn.Module, ABC):
             t = t.expand(b)
         if t.shape != (b,):
             raise ValueError(f"{type(self).__name__}: expected t of shape ({b},) (one per slide), got {tuple(t.shape)}")
-        if context is None:
+        if context is UNPREPARED:
             context = self.prepare(batch)
         out = self.predict(batch, y, t, context)
         if out.shape != (n, self.out_dim):
