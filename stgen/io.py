@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 
@@ -17,3 +18,14 @@ def write_h5ad(adata: ad.AnnData, path: Path) -> None:
     else:
         adata.write_h5ad(tmp)
     os.replace(tmp, path)
+
+
+def h5ad_safe(value: Any) -> Any:
+    """``value`` with ``None`` replaced by the string ``"None"`` (recursively): h5ad cannot store None."""
+    if value is None:
+        return "None"
+    if isinstance(value, dict):
+        return {str(k): h5ad_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [h5ad_safe(v) for v in value]
+    return value

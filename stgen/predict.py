@@ -24,6 +24,7 @@ from torch_geometric.utils import k_hop_subgraph
 from stgen.data.graph import graph_with_k, slide_to_data
 from stgen.data.slide import FEATURE_KEY, slide_id
 from stgen.encoders.base import Encoder
+from stgen.io import h5ad_safe
 
 
 class ChunkedEncoder(Encoder):
@@ -144,22 +145,9 @@ def to_anndata(adata: ad.AnnData, pred: Prediction, info: dict[str, Any]) -> ad.
     out.layers["stgen_mean"] = pred.mean.astype(np.float32)
     if pred.std is not None:
         out.layers["stgen_std"] = pred.std.astype(np.float32)
-    out.uns["stgen"] = {**_plain(dict(adata.uns.get("stgen", {}))), **_plain(info), "genes": genes,
+    out.uns["stgen"] = {**h5ad_safe(dict(adata.uns.get("stgen", {}))), **h5ad_safe(info), "genes": genes,
                         "target": "log1p counts"}
     return out
-
-
-def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    def fix(x: Any) -> Any:
-        if x is None:
-            return "None"
-        if isinstance(x, dict):
-            return {str(k): fix(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [fix(v) for v in x]
-        return x
-
-    return fix(d)
 
 
 def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, **kwargs: Any) -> list[Path]:

@@ -14,13 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import anndata as ad
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from stgen.config import compose_run
 from stgen.data.source import DATASETS, DataBundle, Fold
-from stgen.io import write_h5ad
+from stgen.io import h5ad_safe, write_h5ad
 
 SELECTION_LABELS = {"val": "validation split of the training slides",
                     "test": "TEST FOLD (as the released STFlow code; optimistic)"}
@@ -187,23 +186,8 @@ def _write_predictions(cfg: DictConfig, bundle: DataBundle, module: Any, out: Pa
             a.layers["stgen_std"] = pred.std.astype(np.float32)
         a.uns["stgen"] = {**dict(src.uns.get("stgen", {})), "config": OmegaConf.to_container(cfg, resolve=True),
                           "genes": list(bundle.genes), "target": "log1p counts"}
-        _sanitize_uns(a)
+        a.uns["stgen"] = h5ad_safe(dict(a.uns["stgen"]))
         write_h5ad(a, out / f"{pred.slide_id}.h5ad")
-
-
-def _sanitize_uns(a: ad.AnnData) -> None:
-    """h5ad cannot store None: replace by the string 'None' (recursively)."""
-
-    def fix(x: Any) -> Any:
-        if x is None:
-            return "None"
-        if isinstance(x, dict):
-            return {str(k): fix(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [fix(v) for v in x] if x else []
-        return x
-
-    a.uns["stgen"] = fix(dict(a.uns["stgen"]))
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

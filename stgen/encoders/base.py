@@ -11,7 +11,6 @@ from torch_geometric.data import Batch
 from stgen.components import Configurable
 from stgen.registry import ENCODERS
 
-
 #: default ``context`` of :meth:`Encoder.forward`: call :meth:`Encoder.prepare` first
 UNPREPARED: Any = object()
 
