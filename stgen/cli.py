@@ -87,8 +87,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\nAll runs (pooled Pearson over the gene panel on the test slides):")
         print(format_table(rows, ["run", "pearson", "pearson_std", "pearson_slide_mean", "mse", "ridge_pearson",
                                   "fit_seconds"]))
+        seeds = _over_seeds(results)
+        if seeds:
+            _write_csv(sweep_dir / "results_over_seeds.csv", seeds)
+            print("\nMean +- std over seeds:")
+            print(format_table(seeds, ["run", "seeds", "pearson", "pearson_std", "ridge_pearson"]))
         print(f"\nCombined table: {sweep_dir / 'results.csv'}")
     return 0
+
+
+def _over_seeds(results: Sequence[Any]) -> list[dict[str, Any]]:
+    """Runs that differ only in ``seed``, grouped: mean and std of their pooled Pearson."""
+    import re
+
+    import numpy as np
+
+    groups: dict[str, list[Any]] = {}
+    for r in results:
+        key = re.sub(r"(^|_)seed-\d+", "", r.label).strip("_") or "default"
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for key, runs in groups.items():
+        if len(runs) < 2:
+            continue
+        vals = np.array([r.summary.get("pearson", np.nan) for r in runs], dtype=float)
+        ridge = np.array([r.summary.get("ridge_pearson", np.nan) for r in runs], dtype=float)
+        rows.append({"run": key, "seeds": len(runs), "pearson": float(np.nanmean(vals)),
+                     "pearson_std": float(np.nanstd(vals)), "ridge_pearson": float(np.nanmean(ridge))})
+    return rows
 
 
 def _print_run(res: Any, cfg: Any) -> None:

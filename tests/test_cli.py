@@ -99,3 +99,13 @@ def test_multirun_writes_one_combined_table(tmp_path, monkeypatch, capsys):
     lines = tables[0].read_text().strip().splitlines()
     assert len(lines) == 3 and "encoder-gnn" in lines[1] and "encoder-mlp" in lines[2]
     assert "All runs" in capsys.readouterr().out
+
+
+def test_seed_sweep_is_summarised_over_seeds(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc = main(["run", "-m", "encoder=mlp", "generator=regression", "prior=zero", *TINY, "trainer.max_epochs=1",
+               "seed=0,1"])
+    assert rc == 0
+    table = next(tmp_path.glob("outputs/multirun/*/*/results_over_seeds.csv")).read_text().strip().splitlines()
+    assert len(table) == 2 and table[1].startswith("encoder-mlp") and ",2," in table[1]
+    assert "Mean +- std over seeds" in capsys.readouterr().out
