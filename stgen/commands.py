@@ -113,4 +113,31 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTERED: list[Callable[[Any], None]] = [_predict_parser, _convert_parser, _extract_parser]
+def _plot_parser(sub: Any) -> None:
+    p = sub.add_parser("plot", help="spatial maps of measured vs predicted expression (and spread)")
+    p.add_argument("prediction", help="a predicted slide (.h5ad from `stgen predict` or a run's predictions/)")
+    p.add_argument("--genes", nargs="+", required=True, help="genes to map, e.g. ERBB2 GATA3")
+    p.add_argument("-o", "--out", required=True, help="figure file (.png or .pdf); never overwritten")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import anndata as ad
+
+    from stgen.cli import UserError
+    from stgen.plot import spatial_maps
+
+    out = Path(args.out)
+    if out.exists():
+        raise UserError(f"{out} exists; choose another --out")
+    try:
+        path = spatial_maps(ad.read_h5ad(args.prediction), args.genes, out)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {path}")
+    return 0
+
+
+REGISTERED: list[Callable[[Any], None]] = [_predict_parser, _convert_parser, _extract_parser, _plot_parser]

@@ -53,3 +53,19 @@ def test_predict_command_writes_mean_and_std_and_never_overwrites(tmp_path, tiny
     bad.write_h5ad(tmp_path / "bad.h5ad")
     assert main(["predict", str(ckpt), str(tmp_path / "bad.h5ad"), "-o", str(tmp_path / "p2")]) == 2
     assert not (tmp_path / "p2" / "bad.h5ad").exists()
+
+
+def test_plot_command_maps_measured_predicted_and_spread(tmp_path):
+    from stgen.data.simulate import SimulationConfig, simulate
+
+    a = simulate(SimulationConfig(n_slides=1, n_spots=60, n_genes=4, feature_dim=4))[0]
+    a.layers["stgen_mean"] = np.log1p(np.asarray(a.X))
+    a.layers["stgen_std"] = np.ones_like(a.layers["stgen_mean"])
+    src = tmp_path / "pred.h5ad"
+    a.write_h5ad(src)
+    fig = tmp_path / "maps.png"
+    assert main(["plot", str(src), "--genes", "gene000", "gene001", "-o", str(fig)]) == 0
+    assert fig.stat().st_size > 1000 and fig.read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(src), "--genes", "gene000", "-o", str(fig)]) == 2  # never overwritten
+    assert main(["plot", str(src), "--genes", "NOPE", "-o", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()
