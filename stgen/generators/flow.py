@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from torch_geometric.data import Batch
 
 from stgen.encoders.base import Encoder
-from stgen.generators.base import Generator, LossOutput, make_generator, prior_sample
+from stgen.generators.base import Generator, LossOutput, prior_sample
 from stgen.priors.base import Prior
 from stgen.registry import GENERATORS
 
@@ -94,5 +94,3 @@ class FlowGenerator(Generator):
 
         return euler_endpoint_sampler(net, y0, flow_times(steps or self.steps, self.schedule))
 
-
-__all__ = ["FlowGenerator", "flow_times", "euler_endpoint_sampler", "make_generator"]
