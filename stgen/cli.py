@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             out_dir = sweep_dir / f"{i}-{run_label([o for o in combo if '=' in o])}"
         try:
             res = run(cfg, combo, out_dir=out_dir)
-        except (ConfigError, RegistryError, FileExistsError, ValueError) as exc:
+        except (ConfigError, RegistryError, FileExistsError, FileNotFoundError, ValueError) as exc:
             raise UserError(str(exc)) from None
         results.append(res)
         _print_run(res, cfg)

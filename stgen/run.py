@@ -205,6 +205,11 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), out_dir: Path | None = N
     label = run_label(overrides)
     out = out_dir or new_output_dir(cfg, label)
     bundle = build_data(cfg)  # data errors surface before any output is written
+    if cfg.ckpt_path and len(bundle.folds) > 1:
+        raise ValueError(f"ckpt_path resumes one fold, but the data has {len(bundle.folds)} folds; choose the fold of "
+                         "the checkpoint (e.g. data.fold=<i> for data=hest)")
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path {cfg.ckpt_path} does not exist")
     if cfg.eval.select_on == "val":
         lacking = [f.name for f in bundle.folds if not f.val]
         if lacking:

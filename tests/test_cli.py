@@ -109,3 +109,18 @@ def test_seed_sweep_is_summarised_over_seeds(tmp_path, monkeypatch, capsys):
     table = next(tmp_path.glob("outputs/multirun/*/*/results_over_seeds.csv")).read_text().strip().splitlines()
     assert len(table) == 2 and table[1].startswith("encoder-mlp") and ",2," in table[1]
     assert "Mean +- std over seeds" in capsys.readouterr().out
+
+
+def test_resume_from_last_checkpoint(tmp_path):
+    first = tmp_path / "first"
+    assert main(["run", "encoder=mlp", "generator=regression", "prior=zero", *TINY, "trainer.max_epochs=1",
+                 f"output_dir={first}"]) == 0
+    resumed = tmp_path / "resumed"
+    ckpt = first / "checkpoints" / "last.ckpt"
+    assert main(["run", "encoder=mlp", "generator=regression", "prior=zero", *TINY, "trainer.max_epochs=2",
+                 f"ckpt_path={ckpt}", f"output_dir={resumed}"]) == 0
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert metrics["folds"][0]["epochs"] == 2
+    assert main(["run", "encoder=mlp", *TINY, f"ckpt_path={tmp_path / 'missing.ckpt'}",
+                 f"output_dir={tmp_path / 'x'}"]) == 2
+    assert not (tmp_path / "x").exists()
