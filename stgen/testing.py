@@ -159,3 +159,33 @@ def check_generator(cls: type[Generator], in_dim: int = 12, n_genes: int = 5, **
         assert isinstance(pred, SampleOutput), f"{name}: predict must return a SampleOutput"
         assert pred.mean.shape == s1.shape and pred.std is not None and pred.std.shape == s1.shape
         assert (pred.std >= 0).all(), f"{name}: negative spread"
+
+
+def check_features(extractor: Any, size: int = 64) -> None:
+    """A built feature backend: ``[B, H, W, 3]`` uint8 in, ``[B, dim]`` finite float32 out, batch-size
+    independent and deterministic; bad input rejected; constructor parameters readable for the cache key."""
+    import numpy as np
+
+    from stgen.features.base import FeatureExtractor
+
+    name = _name(type(extractor))
+    assert isinstance(extractor, FeatureExtractor), f"{name} must subclass stgen.features.base.FeatureExtractor"
+    assert isinstance(extractor.dim, int) and extractor.dim > 0, f"{name}: dim must be a positive int"
+    imgs = np.random.default_rng(0).integers(0, 256, size=(3, size, size, 3), dtype=np.uint8)
+    out = extractor(imgs)
+    assert out.dtype == torch.float32 and out.shape == (3, extractor.dim), f"{name}: output {tuple(out.shape)}"
+    assert torch.isfinite(out).all(), f"{name}: non-finite embeddings"
+    assert torch.allclose(out, extractor(torch.from_numpy(imgs))), f"{name}: numpy and torch input differ"
+    single = torch.cat([extractor(imgs[i:i + 1]) for i in range(3)])
+    assert torch.allclose(out, single, rtol=1e-4, atol=1e-4), f"{name}: embeddings depend on the batch"
+    assert extractor(imgs[:0]).shape == (0, extractor.dim), f"{name}: empty batch"
+    for bad in (imgs.astype(np.float32), imgs[0], imgs.transpose(0, 3, 1, 2)):
+        try:
+            extractor(bad)
+        except (TypeError, ValueError):
+            continue
+        raise AssertionError(f"{name}: accepted input of dtype {bad.dtype} and shape {bad.shape}")
+    params = extractor.get_params()
+    assert set(params) == {p.name for p in type(extractor).params()}, (
+        f"{name}: store every constructor parameter under its own name (the embedding cache key uses them)"
+    )

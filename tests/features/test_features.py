@@ -13,6 +13,7 @@ from stgen.features.base import FeatureExtractor, extract_embeddings
 from stgen.features.handcrafted import FEATURE_NAMES, HandcraftedFeatures
 from stgen.features.timm_backend import TimmFeatures
 from stgen.registry import FEATURES
+from stgen.testing import check_features
 
 TINY_VIT = {"model": "vit_tiny_patch16_224", "img_size": 64, "model_kwargs": {"img_size": 64, "depth": 2}}
 
@@ -56,20 +57,7 @@ def built(vit_weights: Path) -> dict[str, FeatureExtractor]:
 
 @pytest.mark.parametrize("name", FEATURES.names())
 def test_backend_contract(name: str, built) -> None:
-    ext = built(name)
-    assert isinstance(ext, FeatureExtractor)
-    assert isinstance(ext.dim, int) and ext.dim > 0
-    imgs = _patches(3)
-    out = ext(imgs)
-    assert out.dtype == torch.float32 and out.device.type == "cpu"
-    assert out.shape == (3, ext.dim)
-    assert torch.isfinite(out).all()
-    again = ext(torch.from_numpy(imgs))
-    torch.testing.assert_close(out, again)
-    one_by_one = torch.cat([ext(imgs[i : i + 1]) for i in range(3)])
-    torch.testing.assert_close(out, one_by_one, rtol=1e-4, atol=1e-4)
-    assert ext(imgs[:0]).shape == (0, ext.dim)
-    assert set(ext.get_params()) == {p.name for p in type(ext).params()}
+    check_features(built(name))
 
 
 @pytest.mark.parametrize("name", FEATURES.names())
