@@ -64,6 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfgs = [compose_run(c) for c in combos]  # every combination is validated before any work
     except (ConfigError, RegistryError) as exc:
         raise UserError(str(exc)) from None
+    if args.multirun and any("ddp" in str(c.trainer.strategy) for c in cfgs):
+        raise UserError("DDP runs are launched one at a time: run each combination without -m")
     results = []
     sweep_dir = None
     if args.multirun:
@@ -76,9 +78,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             res = run(cfg, combo, out_dir=out_dir)
         except (ConfigError, RegistryError, FileExistsError, FileNotFoundError, ValueError) as exc:
             raise UserError(str(exc)) from None
+        if not res.primary:  # a DDP worker process: rank 0 reports
+            continue
         results.append(res)
         _print_run(res, cfg)
-    if args.multirun:
+    if args.multirun and results:
         from stgen.run import _write_csv
 
         rows = [{"run": r.label, **r.summary, "output_dir": str(r.output_dir)} for r in results]

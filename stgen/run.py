@@ -34,12 +34,14 @@ class RunResult:
         label: short description (the non-default overrides).
         rows: one metrics row per fold.
         summary: mean (and std over folds) of the main metrics.
+        primary: False in a DDP worker process (rank > 0), which writes and reports nothing.
     """
 
     output_dir: Path
     label: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    primary: bool = True
 
 
 def model_spec(cfg: DictConfig) -> dict[str, dict[str, Any]]:
@@ -146,6 +148,8 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
         best = ckpt_cb.best_model_path or None
         trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
     ev = module.results["test"]
+    if not trainer.is_global_zero:
+        return {"fold": fold.name, **ev.summary()}
     row: dict[str, Any] = {
         "fold": fold.name, **ev.summary(), "best_epoch": _best_epoch(ckpt_cb), "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_s, 1), "selection": select_on,
@@ -200,9 +204,40 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+RUN_DIR_ENV = "STGEN_RUN_DIR"
+
+
+def launched_rank() -> int:
+    """Rank of this process when a distributed launcher started it (0 for a plain or the first process).
+
+    Lightning's DDP launcher re-runs the command for ranks > 0 with ``LOCAL_RANK``/``NODE_RANK`` set;
+    cluster launchers set ``RANK`` (torchrun) or ``SLURM_PROCID``.
+    """
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
+            return int(os.environ[var])
+    local, node = os.environ.get("LOCAL_RANK", "0"), os.environ.get("NODE_RANK", "0")
+    return int(local) + int(node) if local.isdigit() and node.isdigit() else 0
+
+
+def _run_worker(cfg: DictConfig, bundle: DataBundle, label: str, out: Path) -> RunResult:
+    """A rank > 0 process of a distributed run: trains in step with rank 0, writes nothing of its own."""
+    partial = Path(os.environ.get(RUN_DIR_ENV) or out.with_name(out.name + ".incomplete"))
+    for fold in bundle.folds:
+        fold_dir = partial if len(bundle.folds) == 1 else partial / fold.name
+        train_fold(cfg, bundle, fold, fold_dir)
+    return RunResult(output_dir=out, label=label, primary=False)
+
+
 def run(cfg: DictConfig, overrides: Sequence[str] = (), out_dir: Path | None = None) -> RunResult:
-    """Train and evaluate every fold of the configured dataset; write all outputs to ``out_dir``."""
+    """Train and evaluate every fold of the configured dataset; write all outputs to ``out_dir``.
+
+    Under DDP only rank 0 creates, writes and renames the output folder; the other ranks train in step.
+    """
     label = run_label(overrides)
+    if launched_rank() > 0:
+        out = Path(os.environ[RUN_DIR_ENV]).with_suffix("") if os.environ.get(RUN_DIR_ENV) else Path(".")
+        return _run_worker(cfg, build_data(cfg), label, out)
     out = out_dir or new_output_dir(cfg, label)
     bundle = build_data(cfg)  # data errors surface before any output is written
     if cfg.ckpt_path and len(bundle.folds) > 1:
@@ -226,6 +261,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), out_dir: Path | None = N
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
+    os.environ[RUN_DIR_ENV] = str(partial.resolve())  # inherited by DDP worker processes
     started = False
     try:
         (partial / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

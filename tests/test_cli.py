@@ -124,3 +124,18 @@ def test_resume_from_last_checkpoint(tmp_path):
     assert main(["run", "encoder=mlp", *TINY, f"ckpt_path={tmp_path / 'missing.ckpt'}",
                  f"output_dir={tmp_path / 'x'}"]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_ddp_on_two_cpu_processes_writes_one_folder(tmp_path):
+    """Lightning's DDP launcher re-runs the command for rank 1; only rank 0 writes and reports."""
+    out = tmp_path / "ddp"
+    res = stgen("run", "encoder=mlp", "generator=regression", "prior=zero", "trainer.strategy=ddp",
+                "trainer.devices=2", "trainer.max_epochs=1", "data.n_spots=100", "data.n_genes=8",
+                "trainer.enable_progress_bar=false", f"output_dir={out}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("Results:") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    preds = sorted((out / "predictions").glob("*.h5ad"))
+    assert len(preds) == 2  # both test slides, though each rank evaluated one
+    assert metrics["folds"][0]["n_spots"] == sum(ad.read_h5ad(p).n_obs for p in preds)
