@@ -113,9 +113,7 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
     select_on = cfg.eval.select_on
     if select_on not in SELECTION_LABELS:
         raise ValueError(f"eval.select_on must be one of {list(SELECTION_LABELS)}, got {select_on!r}")
-    val_ids = fold.val if select_on == "val" else fold.test
-    if not val_ids:
-        raise ValueError(f"fold {fold.name}: no validation slides; add slides or set eval.select_on=test")
+    val_ids = fold.val if select_on == "val" else fold.test  # run() checked that every fold has some
     s = bundle.slides
     dm = SlideDataModule(
         [s[i] for i in fold.train], [s[i] for i in val_ids], [s[i] for i in fold.test], bundle.genes,
