@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import sys
 import warnings
@@ -19,13 +18,15 @@ class UserError(Exception):
     """An error caused by the user's input: printed as one message, exit code 2."""
 
 
-def _quiet_third_party_warnings() -> None:
+def _quiet_third_party_warnings(lightning: bool = True) -> None:
+    """Silence third-party chatter; ``lightning=False`` leaves Lightning unimported (fast commands)."""
     import logging
 
-    import pytorch_lightning  # noqa: F401 - configures its loggers on import; quiet them afterwards
+    if lightning:
+        import pytorch_lightning  # noqa: F401 - configures its loggers on import; quiet them afterwards
 
-    for name in ("squidpy", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        for name in ("squidpy", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=SyntaxWarning)
     for mod in ("torch_geometric", "squidpy", "anndata", "dask", "numba", "spatialdata", "xarray_schema"):
         warnings.filterwarnings("ignore", module=mod)
@@ -44,9 +45,9 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
     cells = [[fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
-    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()
     sep = "  ".join("-" * w for w in widths)
-    body = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    body = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join([line, sep, *body])
 
 
@@ -57,6 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stgen.run import run, run_label
 
     overrides = list(args.overrides)
+    if args.cfg == "job":
+        return _print_config(overrides, args.multirun)
     combos = expand_sweep(overrides) if args.multirun else [overrides]
     if not args.multirun and len(expand_sweep(overrides)) > 1:
         raise UserError("an override lists several values (a sweep); add -m to run every combination")
@@ -100,6 +103,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_config(overrides: Sequence[str], multirun: bool) -> int:
+    """``stgen run --cfg job``: the composed config of every run, nothing run or written."""
+    from omegaconf import OmegaConf
+
+    from stgen.config import ConfigError, compose_run, expand_sweep
+    from stgen.registry import RegistryError
+
+    combos = expand_sweep(overrides)
+    if len(combos) > 1 and not multirun:
+        raise UserError("an override lists several values (a sweep); add -m to print every combination")
+    for combo in combos:
+        try:
+            cfg = compose_run(combo)
+        except (ConfigError, RegistryError) as exc:
+            raise UserError(str(exc)) from None
+        if len(combos) > 1:
+            print(f"# {' '.join(combo)}")
+        print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+    return 0
+
+
 def _over_seeds(results: Sequence[Any]) -> list[dict[str, Any]]:
     """Runs that differ only in ``seed``, grouped: mean and std of their pooled Pearson."""
     import re
@@ -121,13 +145,21 @@ def _over_seeds(results: Sequence[Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _model_line(cfg: Any) -> str:
+    """``encoder=.. generator=.. prior=..``; the prior is left out when the generator ignores it."""
+    from stgen.registry import GENERATORS
+
+    uses_prior = getattr(GENERATORS.get(cfg.generator.name), "uses_prior", True)
+    spec = f"encoder={cfg.encoder.name} generator={cfg.generator.name}"
+    return spec + (f" prior={cfg.prior.name}" if uses_prior else " (no prior: the generator does not use one)")
+
+
 def _print_run(res: Any, cfg: Any) -> None:
-    spec = " ".join(f"{k}={cfg[k].name}" for k in ("encoder", "generator", "prior"))
-    print(f"\nResults: {spec} data={cfg.data.name} ({res.label})")
+    print(f"\nResults: {_model_line(cfg)} data={cfg.data.name} ({res.label})")
     if cfg.eval.select_on == "test":
         print("NOTE: model selected on the TEST fold (eval.select_on=test, as the released STFlow code): optimistic")
     cols = ["fold", "pearson", "pearson_slide_mean", "mse", "ridge_pearson", "genes_dropped", "best_epoch",
-            "fit_seconds"]
+            "epochs", "fit_seconds"]
     print(format_table(res.rows, cols))
     if len(res.rows) > 1:
         s = res.summary
@@ -135,60 +167,80 @@ def _print_run(res: Any, cfg: Any) -> None:
         if "ridge_pearson" in s and s["ridge_pearson"] == s["ridge_pearson"]:
             line += f"; ridge probe {s['ridge_pearson']:.4f} +- {s['ridge_pearson_std']:.4f}"
         print(line)
-    for row in res.rows[:1]:
-        per_slide = _per_slide(res.output_dir, row, len(res.rows))
-        if per_slide:
-            print("per-slide Pearson: " + ", ".join(f"{k} {v:.4f}" for k, v in per_slide.items()))
-    print(f"Outputs: {res.output_dir} (config.yaml, metrics.json/.csv, per_gene.csv, checkpoints/, predictions/)")
+    for row in res.rows:
+        per_slide = row.get("per_slide") or {}
+        test = ", ".join(f"{k} {v:.4f}" for k, v in per_slide.items()) or ", ".join(row.get("test_slides", []))
+        val = ", ".join(row.get("val_slides", [])) or "none"
+        selected = " (selected on the TEST fold)" if row.get("selection") == "test" else ""
+        print(f"{row['fold']}: per-slide test Pearson {test}; validation slides {val}{selected}")
+    print(_outputs_line(res))
 
 
-def _per_slide(out: Path, row: dict, n_folds: int) -> dict[str, float]:
-    import json
+def _outputs_line(res: Any) -> str:
+    """What the run folder actually holds (per fold folder when there are several)."""
+    out = Path(res.output_dir)
 
-    path = (out / "metrics.json") if n_folds == 1 else (out / str(row["fold"]) / "metrics.json")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data.get("per_slide") or (data.get("folds", [{}])[0].get("per_slide", {}))
+    def listing(folder: Path, skip: set[str]) -> str:
+        if not folder.is_dir():
+            return ""
+        names = [p.name + ("/" if p.is_dir() else "") for p in sorted(folder.iterdir()) if p.name not in skip]
+        return ", ".join(names)
+
+    folds = [str(r["fold"]) for r in res.rows]
+    line = f"Outputs: {out} ({listing(out, set(folds))})"
+    if len(folds) > 1:
+        line += f"; in each fold folder ({', '.join(folds)}): {listing(out / folds[0], set())}"
+    return line
 
 
 # -- list / describe ------------------------------------------------------------------------------
+def plain(text: str) -> str:
+    """Docstring text without reST markup: ``:class:`x```, ``x``, `x` and *x* become x."""
+    import re
+
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", lambda m: m.group(1).rsplit(".", 1)[-1] if "~" in m.group(0) else m.group(1),
+                  text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    text = re.sub(r"`([^`]+)`", r"\1", text)
+    return re.sub(r"(?<!\w)\*{1,2}([^*\s][^*]*?)\*{1,2}(?!\w)", r"\1", text)
+
+
+def _summary(obj: Any) -> str:
+    import inspect
+
+    doc = (inspect.getdoc(obj) or "").split("\n\n")[0]
+    return plain(" ".join(doc.split()))
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    from stgen.data.source import DATASETS
     from stgen.registry import REGISTRIES
 
-    regs = {**REGISTRIES, "data": DATASETS}
     rows = []
-    for kind, reg in regs.items():
+    for kind, reg in REGISTRIES.items():
         for e in reg.entries():
-            doc = (inspect.getdoc(e.obj) or "").splitlines()
-            rows.append({"kind": kind, "name": e.name, "package": e.source, "summary": doc[0] if doc else ""})
+            rows.append({"kind": kind, "name": e.name, "package": e.source, "summary": _summary(e.obj)})
     print(format_table(rows, ["kind", "name", "package", "summary"]))
-    for kind, reg in regs.items():
+    for kind, reg in REGISTRIES.items():
         for name, err in reg.load_errors.items():
             print(f"(could not load {kind} {name!r}: {err})", file=sys.stderr)
     return 0
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from stgen.data.source import DATASETS
-    from stgen.registry import REGISTRIES, RegistryError
+    import inspect
 
-    regs = {**REGISTRIES, "data": DATASETS}
-    kind = {"encoders": "encoder", "generators": "generator", "priors": "prior", "feature": "features",
-            "dataset": "data"}.get(args.kind, args.kind)
-    if kind not in regs:
-        raise UserError(f"unknown component kind {args.kind!r}; valid: {', '.join(regs)}")
+    from stgen.registry import REGISTRIES, RegistryError, resolve_kind
+
     try:
-        entry = regs[kind].entry(args.name)
+        kind = resolve_kind(args.kind)
+        entry = REGISTRIES[kind].entry(args.name)
     except RegistryError as exc:
         raise UserError(str(exc)) from None
     cls = entry.obj
     print(f"{kind} {entry.name}  (package {entry.source}; {entry.origin})")
     doc = inspect.getdoc(cls) or ""
     if doc:
-        print("\n" + doc.split("\n\n")[0])
+        print("\n" + plain(doc.split("\n\n")[0]))
     data_args = getattr(cls, "data_args", ())
     if data_args:
         print(f"\nset from the data: {', '.join(data_args)}")
@@ -196,25 +248,32 @@ def cmd_describe(args: argparse.Namespace) -> int:
     for p in cls.params():
         ann = p.annotation
         typ = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
-        rows.append({"parameter": f"{kind}.{p.name}", "type": typ, "default": repr(p.default)})
+        rows.append({"parameter": f"{kind}.{p.name}", "type": typ, "default": repr(p.default),
+                     "description": plain(p.doc)})
     print()
-    print(format_table(rows, ["parameter", "type", "default"]) if rows else "(no parameters)")
+    print(format_table(rows, ["parameter", "type", "default", "description"]) if rows else "(no parameters)")
     return 0
 
 
 # -- main -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; building it imports nothing beyond the standard library."""
+    from stgen import __version__
+
     parser = argparse.ArgumentParser(
         prog="stgen", description="Generate spatial transcriptomics from histology (STFlow and ablations)."
     )
+    parser.add_argument("--version", action="version", version=f"stgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="train and evaluate (Hydra overrides: encoder=gnn trainer.max_epochs=3 ...)")
     p.add_argument("-m", "--multirun", action="store_true", help="run every combination of comma-separated values")
+    p.add_argument("--cfg", choices=["job"], default=None,
+                   help="print the composed config (YAML) and exit without running (as Hydra's --cfg job)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. encoder=fa_local generator=flow prior=zinb")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("list", help="list every registered component with the package it comes from")
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser("describe", help="parameters and defaults of one component, e.g. `describe encoder gnn`")
+    p = sub.add_parser("describe", help="parameters, defaults and meaning of one component, e.g. `describe encoder gnn`")
     p.add_argument("kind", help="encoder | generator | prior | features | data")
     p.add_argument("name")
     p.set_defaults(func=cmd_describe)
@@ -229,10 +288,14 @@ def _extra_commands() -> list[Any]:
     return commands.REGISTERED
 
 
+#: commands that never import Lightning (nothing to quieten)
+LIGHT_COMMANDS = frozenset({"list", "describe"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    _quiet_third_party_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_third_party_warnings(lightning=args.command not in LIGHT_COMMANDS and not getattr(args, "cfg", None))
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

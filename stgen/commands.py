@@ -12,10 +12,11 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("checkpoint", help="a trained model: <run>/checkpoints/best.ckpt")
     p.add_argument("inputs", nargs="+", help="slide .h5ad files (obsm['spatial'] and patch embeddings)")
     p.add_argument("-o", "--out", required=True, help="output folder (one .h5ad per input; never overwritten)")
-    p.add_argument("--n-samples", type=int, default=8, help="samples per slide: mean and std (default 8)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the generator's)")
+    p.add_argument("--n-samples", type=int, default=None,
+                   help="samples per slide: mean and std (default: the checkpoint's generator.n_samples)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's generator.steps)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--k", type=int, default=8, help="neighbours per spot (as in training)")
+    p.add_argument("--k", type=int, default=None, help=argparse.SUPPRESS)  # removed: an error that says why
     p.add_argument("--feature-key", default="features", help="obsm key of the patch embeddings")
     p.add_argument("--chunk-size", type=int, default=50_000, help="spots per inference chunk (bounds memory)")
     p.set_defaults(func=cmd_predict)
@@ -27,16 +28,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from stgen.predict import predict_files
     from stgen.registry import RegistryError
 
-    if args.n_samples < 1:
-        raise UserError("--n-samples must be >= 1")
+    if args.k is not None:
+        raise UserError("--k is not an option: k is set with encoder.k when training and read from the checkpoint "
+                        "(prediction builds the graph the trained encoder reads)")
+    for flag, value in (("--n-samples", args.n_samples), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1")
     try:
-        written = predict_files(args.checkpoint, args.inputs, args.out, k=args.k, feature_key=args.feature_key,
+        written = predict_files(args.checkpoint, args.inputs, args.out, feature_key=args.feature_key,
                                 n_samples=args.n_samples, steps=args.steps, seed=args.seed,
                                 chunk_size=args.chunk_size)
     except (FileNotFoundError, FileExistsError, SlideError, RegistryError, ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     for path in written:
-        print(f"wrote {path} (layers stgen_mean{', stgen_std' if args.n_samples > 1 else ''})")
+        print(f"wrote {path}")
     return 0
 
 
@@ -76,8 +81,38 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     n_spots = sum(a.n_obs for a, _ in pairs)
     print(f"wrote {out}: {len(pairs)} slides, {n_spots} spots, split by {args.split_by}")
-    print(f"train on it with: stgen run data=hest data.root={out} features=efficientnet_lite0")
+    command = f"stgen run data=hest data.root={out} features=efficientnet_lite0"
+    lacking = []
+    for fold in fold_plan(pairs, args.split_by):
+        print(f"  {fold['name']}: test {fold['test_groups']} ({', '.join(fold['test'])}); "
+              f"validation {', '.join(fold['val']) or 'none'}; train {', '.join(fold['train'])}")
+        if not fold["val"]:
+            lacking.append(fold["name"])
+    if lacking:
+        print(f"NOTE: {', '.join(lacking)} leave(s) no slide for validation (one training slide), so model "
+              "selection must use the test fold (eval.select_on=test, labelled optimistic in every output); "
+              "convert with --split-by section or add slides to avoid it")
+        command += " eval.select_on=test"
+    print(f"train on it with: {command}")
     return 0
+
+
+def fold_plan(pairs: Any, split_by: str) -> list[dict[str, Any]]:
+    """The folds ``stgen run data=hest`` makes of converted slides: names, test groups, validation slides."""
+    from stgen.data.convert import _folds
+    from stgen.data.hest_data import carve_validation
+    from stgen.data.slide import patient_id, slide_id
+
+    ids = [slide_id(a) for a, _ in pairs]
+    groups = ids if split_by == "section" else [patient_id(a) or slide_id(a) for a, _ in pairs]
+    patients = {slide_id(a): patient_id(a) or slide_id(a) for a, _ in pairs}
+    plan = []
+    for i, (train, test) in enumerate(_folds(ids, groups)):
+        fit, val = carve_validation(train, {sid: patients[sid] for sid in train}, 1)
+        test_groups = sorted({g for sid, g in zip(ids, groups, strict=True) if sid in test})
+        label = ("patient " if split_by == "patient" else "section ") + ", ".join(test_groups)
+        plan.append({"name": f"fold{i}", "test_groups": label, "test": test, "val": val, "train": fit})
+    return plan
 
 
 def _extract_parser(sub: Any) -> None:
@@ -114,9 +149,16 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _plot_parser(sub: Any) -> None:
-    p = sub.add_parser("plot", help="spatial maps of measured vs predicted expression (and spread)")
+    p = sub.add_parser("plot", help="figures of a predicted slide: spatial maps, per-gene Pearson, scatter")
     p.add_argument("prediction", help="a predicted slide (.h5ad from `stgen predict` or a run's predictions/)")
-    p.add_argument("--genes", nargs="+", required=True, help="genes to map, e.g. ERBB2 GATA3")
+    p.add_argument("--genes", nargs="+", default=[], help="genes to map or scatter, e.g. ERBB2 GATA3")
+    p.add_argument("--kind", choices=["maps", "pearson", "scatter"], default="maps",
+                   help="maps: measured / predicted / spread per gene (on the H&E image when the slide has one); "
+                        "pearson: per-gene Pearson bars; scatter: predicted vs measured per gene")
+    p.add_argument("--scale", choices=["robust", "shared"], default="robust",
+                   help="colour scales of the maps: robust = each map its own 1st-99th percentile range; shared = "
+                        "measured and predicted of a gene share one")
+    p.add_argument("--key", default="stgen", help="key the predictions are stored under (layers/obsm <key>_mean)")
     p.add_argument("-o", "--out", required=True, help="figure file (.png or .pdf); never overwritten")
     p.set_defaults(func=cmd_plot)
 
@@ -126,15 +168,23 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     import anndata as ad
 
+    from stgen import plot
     from stgen.cli import UserError
-    from stgen.plot import spatial_maps
 
     out = Path(args.out)
     if out.exists():
         raise UserError(f"{out} exists; choose another --out")
+    if args.kind != "pearson" and not args.genes:
+        raise UserError(f"--kind {args.kind} needs --genes, e.g. --genes ERBB2 GATA3")
     try:
-        path = spatial_maps(ad.read_h5ad(args.prediction), args.genes, out)
-    except (FileNotFoundError, ValueError, OSError) as exc:
+        adata = ad.read_h5ad(args.prediction)
+        if args.kind == "maps":
+            path = plot.spatial_maps(adata, args.genes, out, key=args.key, scale=args.scale)
+        elif args.kind == "pearson":
+            path = plot.pearson_bars(adata, out, key=args.key)
+        else:
+            path = plot.predicted_vs_measured(adata, args.genes, out, key=args.key)
+    except (FileNotFoundError, FileExistsError, ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     print(f"wrote {path}")
     return 0

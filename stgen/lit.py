@@ -15,6 +15,9 @@ from stgen.metrics import Evaluation, evaluate
 from stgen.model import build_model, model_sources
 from stgen.registry import RegistryError
 
+#: hyperparameters of older checkpoints that are accepted and ignored
+LEGACY_HPARAMS = frozenset({"eval_steps", "eval_n_samples"})
+
 
 def missing_sources(sources: Mapping[str, Any], where: str) -> str | None:
     """Why the recorded component sources cannot be rebuilt here (a package to install), or None."""
@@ -48,8 +51,9 @@ class SlidePrediction:
 class STGenLightning(pl.LightningModule):
     """Trains an :class:`~stgen.model.STGenModel` and evaluates it with the HEST protocol.
 
-    Validation and test sample whole slides with the generator (``eval_steps``, ``eval_n_samples``,
-    fixed ``eval_seed``) and log pooled Pearson (``val/pearson``, the early-stopping and checkpoint
+    Validation and test sample whole slides with the generator's own ``steps`` and ``n_samples`` (the
+    one sampling setting, recorded in the checkpoint's model spec; fixed ``eval_seed``) and log pooled
+    Pearson (``val/pearson``, the early-stopping and checkpoint
     monitor), per-slide Pearson and MSE.
 
     Args:
@@ -58,25 +62,28 @@ class STGenLightning(pl.LightningModule):
         genes: the gene panel (G = len(genes)).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
-        eval_steps: sampling steps at evaluation (None: the generator's).
-        eval_n_samples: samples per slide at evaluation.
         eval_seed: seed of the evaluation prior samples.
         sources: which package provided each component (filled in automatically).
+        legacy: ``eval_steps``/``eval_n_samples`` of checkpoints written before sampling settings moved to
+            the generator; ignored (the generator's recorded settings apply).
 
     Shapes:
         batches are PyG ``Batch`` objects with ``x [N, F]``, ``pos [N, 2]``, ``y [N, G]``.
     """
 
     def __init__(self, model_spec: Mapping[str, Any], in_dim: int, genes: Sequence[str], lr: float = 5e-4,
-                 weight_decay: float = 0.0, eval_steps: int | None = None, eval_n_samples: int = 1,
-                 eval_seed: int = 0, sources: Mapping[str, Any] | None = None) -> None:
+                 weight_decay: float = 0.0, eval_seed: int = 0, sources: Mapping[str, Any] | None = None,
+                 **legacy: Any) -> None:
+        unknown = sorted(set(legacy) - LEGACY_HPARAMS)
+        if unknown:
+            raise TypeError(f"STGenLightning got unexpected argument(s) {', '.join(unknown)}")
         super().__init__()
         spec = {k: dict(v) for k, v in model_spec.items()}
         if sources is None:
             sources = model_sources(spec)
         self.save_hyperparameters({
             "model_spec": spec, "in_dim": in_dim, "genes": list(genes), "lr": lr, "weight_decay": weight_decay,
-            "eval_steps": eval_steps, "eval_n_samples": eval_n_samples, "eval_seed": eval_seed,
+            "eval_seed": eval_seed,
             "sources": dict(sources),
         })
         self.genes = list(genes)
@@ -106,9 +113,7 @@ class STGenLightning(pl.LightningModule):
 
     # -- evaluation -------------------------------------------------------------------------------
     def predict_batch(self, batch: Batch, seed: int | None = None):
-        return self.model.predict(batch, steps=self.hparams.eval_steps,
-                                  seed=self.hparams.eval_seed if seed is None else seed,
-                                  n_samples=self.hparams.eval_n_samples)
+        return self.model.predict(batch, seed=self.hparams.eval_seed if seed is None else seed)
 
     def _collect(self, split: str, batch: Batch) -> None:
         out = self.predict_batch(batch)

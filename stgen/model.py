@@ -12,9 +12,10 @@ from torch_geometric.data import Batch
 from stgen.encoders.base import Encoder
 from stgen.generators.base import Generator, LossOutput, SampleOutput
 from stgen.priors.base import Prior
-from stgen.registry import ENCODERS, GENERATORS, PRIORS, Registry, RegistryError
+from stgen.registry import MODEL_KINDS, REGISTRIES, Registry, RegistryError
 
-KINDS: dict[str, Registry] = {"encoder": ENCODERS, "generator": GENERATORS, "prior": PRIORS}
+#: the registries of a model spec (derived from the registry table)
+KINDS: dict[str, Registry] = {kind: REGISTRIES[kind] for kind in MODEL_KINDS}
 
 
 class STGenModel(nn.Module):
@@ -75,6 +76,17 @@ def build_component(kind: str, spec: Mapping[str, Any], **data_args: Any) -> Any
         )
     wanted = {a: data_args[a] for a in cls.data_args if a in data_args}
     return cls(**wanted, **cs.params)
+
+
+def graph_k(spec: Mapping[str, Mapping[str, Any]]) -> int | None:
+    """Neighbours per spot of the graph the spec's encoder reads (None: it reads no graph).
+
+    The one place data modules and prediction learn ``k``: from the encoder's own parameter
+    (``encoder.k``), as recorded in the model spec of a run or a checkpoint.
+    """
+    cs = ComponentSpec.from_config("encoder", spec["encoder"])
+    cls = KINDS["encoder"].get(cs.name)
+    return cls.graph_k_from(cs.params)
 
 
 def model_sources(spec: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:

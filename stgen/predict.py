@@ -82,11 +82,13 @@ class Prediction:
         mean: ``[N, G]`` mean over samples (log1p expression).
         std: ``[N, G]`` spread over samples, or None for one sample.
         genes: gene panel.
+        n_samples: samples behind ``mean``.
     """
 
     mean: np.ndarray
     std: np.ndarray | None
     genes: list[str]
+    n_samples: int = 1
 
 
 def load_module(checkpoint: str | Path, map_location: str = "cpu"):
@@ -103,10 +105,14 @@ def load_module(checkpoint: str | Path, map_location: str = "cpu"):
 
 
 @torch.no_grad()
-def predict_slide(module: Any, adata: ad.AnnData, *, k: int = 8, feature_key: str = FEATURE_KEY,
-                  n_samples: int = 1, steps: int | None = None, seed: int = 0,
+def predict_slide(module: Any, adata: ad.AnnData, *, feature_key: str = FEATURE_KEY,
+                  n_samples: int | None = None, steps: int | None = None, seed: int = 0,
                   chunk_size: int = 50_000) -> Prediction:
-    """Predict the gene panel of one slide (with or without measured expression)."""
+    """Predict the gene panel of one slide (with or without measured expression).
+
+    The slide graph is the one the checkpoint's encoder reads (``encoder.k``); ``n_samples`` and ``steps``
+    default to the checkpoint's generator settings.
+    """
     model = module.model
     genes = list(module.genes)
     expected = module.hparams.in_dim
@@ -116,13 +122,14 @@ def predict_slide(module: Any, adata: ad.AnnData, *, k: int = 8, feature_key: st
             f"slide {slide_id(adata)!r}: obsm['{feature_key}'] has {np.asarray(feats).shape[1]} features but the "
             f"model was trained on {expected}; extract features with the same backend as the training data"
         )
-    data = slide_to_data(adata, genes=None, k=k, feature_key=feature_key, with_expression=False)
+    data = slide_to_data(adata, genes=None, k=model.encoder.graph_k, feature_key=feature_key,
+                         with_expression=False)
     data.y = torch.zeros(data.num_nodes, len(genes))
     batch = Batch.from_data_list([data])
     encoder: nn.Module = ChunkedEncoder(model.encoder, chunk_size=chunk_size)
     out = model.generator.predict(encoder, batch, model.prior, steps=steps, seed=seed, n_samples=n_samples)
     std = None if out.std is None else out.std.float().numpy()
-    return Prediction(mean=out.mean.float().numpy(), std=std, genes=genes)
+    return Prediction(mean=out.mean.float().numpy(), std=std, genes=genes, n_samples=out.n_samples)
 
 
 def to_anndata(adata: ad.AnnData, pred: Prediction, info: dict[str, Any]) -> ad.AnnData:
@@ -172,7 +179,7 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir:
             adata.uns.setdefault("stgen", {})["slide_id"] = Path(src).stem
         pred = predict_slide(module, adata, **kwargs)
         info = {"checkpoint": str(checkpoint), "model_version": __version__, "model_spec": module.hparams.model_spec,
-                "n_samples": kwargs.get("n_samples", 1), "seed": kwargs.get("seed", 0)}
+                "n_samples": pred.n_samples, "seed": kwargs.get("seed", 0)}
         write_h5ad(to_anndata(adata, pred, info), dst)
         written.append(dst)
     return written

@@ -4,6 +4,10 @@ Built-in components register with ``@ENCODERS.register("name")``. Third-party pa
 entry point in one of the groups ``stgen.encoders``, ``stgen.generators``, ``stgen.priors``,
 ``stgen.features`` (``importlib.metadata`` from the standard library reads them: no extra dependency).
 Entry points are loaded lazily, the first time a registry is asked for a name or a listing.
+
+Which registries exist, how each kind is spelled on the command line and in messages, its entry-point
+group and the module of its built-ins are written once, in :data:`KIND_TABLE`; everything else
+(config groups, ``stgen list``/``describe``, model specs, "did you mean") is derived from it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,13 @@ class Entry:
     obj: Any
     source: str
     origin: str
+
+
+def unknown_name_message(kind: str, name: str, valid: list[str], detail: str = "") -> str:
+    """The one message for an unknown component name: the valid names and close matches."""
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown {kind} {name!r}{detail}. Valid {kind}s: {', '.join(valid)}.{hint}"
 
 
 def _origin(obj: Any) -> str:
@@ -176,15 +187,10 @@ class Registry(Generic[T]):
     def entry(self, name: str) -> Entry:
         entries = self._all()
         if name not in entries:
-            valid = sorted(entries)
-            close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             broken = (
                 f" (failed to load: {self.load_errors[name]})" if name in self.load_errors else ""
             )
-            raise RegistryError(
-                f"unknown {self.kind} {name!r}{broken}. Valid {self.kind}s: {', '.join(valid)}.{hint}"
-            )
+            raise RegistryError(unknown_name_message(self.kind, name, sorted(entries), broken))
         return entries[name]
 
     def get(self, name: str) -> Any:
@@ -205,13 +211,38 @@ def _source_of_module(module: str) -> str:
     return metadata.packages_distributions().get(top, [top or "unknown"])[0]
 
 
-_BUILTIN_MODULES = (
-    "stgen.encoders",
-    "stgen.generators",
-    "stgen.priors",
-    "stgen.features",
-    "stgen.data",
+@dataclass(frozen=True)
+class Kind:
+    """One kind of component: a row of :data:`KIND_TABLE`.
+
+    Args:
+        name: config group and command-line name (``stgen run encoder=...``, ``stgen describe encoder``).
+        label: the name used in messages ("feature backend").
+        group: entry-point group that plugins declare.
+        builtins: module whose import registers the built-in components.
+        aliases: other spellings accepted by ``stgen describe`` ("encoders").
+        in_model: part of a model spec (built by ``build_model`` and recorded in checkpoints).
+    """
+
+    name: str
+    label: str
+    group: str
+    builtins: str
+    aliases: tuple[str, ...] = ()
+    in_model: bool = False
+
+
+#: the registry table: every other list of kinds is derived from it
+KIND_TABLE: tuple[Kind, ...] = (
+    Kind("encoder", "encoder", "stgen.encoders", "stgen.encoders", ("encoders",), in_model=True),
+    Kind("generator", "generator", "stgen.generators", "stgen.generators", ("generators",), in_model=True),
+    Kind("prior", "prior", "stgen.priors", "stgen.priors", ("priors",), in_model=True),
+    Kind("features", "feature backend", "stgen.features", "stgen.features", ("feature", "backend", "backends")),
+    Kind("data", "dataset", "stgen.datasets", "stgen.data", ("dataset", "datasets")),
 )
+KINDS: dict[str, Kind] = {k.name: k for k in KIND_TABLE}
+#: the kinds of a model spec, in build order
+MODEL_KINDS: tuple[str, ...] = tuple(k.name for k in KIND_TABLE if k.in_model)
 _builtins_loaded = False
 
 
@@ -220,18 +251,21 @@ def _ensure_builtins() -> None:
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    for mod in _BUILTIN_MODULES:
-        importlib.import_module(mod)
+    for kind in KIND_TABLE:
+        importlib.import_module(kind.builtins)
 
 
-ENCODERS: Registry = Registry("encoder", "stgen.encoders")
-GENERATORS: Registry = Registry("generator", "stgen.generators")
-PRIORS: Registry = Registry("prior", "stgen.priors")
-FEATURES: Registry = Registry("feature backend", "stgen.features")
+def resolve_kind(name: str) -> str:
+    """The table name of a kind given by its name or an alias; an unknown kind lists the valid ones."""
+    for kind in KIND_TABLE:
+        if name == kind.name or name in kind.aliases:
+            return kind.name
+    raise RegistryError(unknown_name_message("component kind", name, [k.name for k in KIND_TABLE]))
 
-REGISTRIES: dict[str, Registry] = {
-    "encoder": ENCODERS,
-    "generator": GENERATORS,
-    "prior": PRIORS,
-    "features": FEATURES,
-}
+
+REGISTRIES: dict[str, Registry] = {k.name: Registry(k.label, k.group) for k in KIND_TABLE}
+ENCODERS: Registry = REGISTRIES["encoder"]
+GENERATORS: Registry = REGISTRIES["generator"]
+PRIORS: Registry = REGISTRIES["prior"]
+FEATURES: Registry = REGISTRIES["features"]
+DATASETS: Registry = REGISTRIES["data"]

@@ -18,6 +18,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from stgen.config import compose_run
+from stgen.data.slide import patient_id
 from stgen.data.source import DATASETS, DataBundle, Fold
 from stgen.io import h5ad_safe, write_h5ad
 
@@ -108,6 +109,7 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
 
     from stgen.data.datamodule import SlideDataModule
     from stgen.lit import STGenLightning
+    from stgen.model import graph_k
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     select_on = cfg.eval.select_on
@@ -115,14 +117,14 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
         raise ValueError(f"eval.select_on must be one of {list(SELECTION_LABELS)}, got {select_on!r}")
     val_ids = fold.val if select_on == "val" else fold.test  # run() checked that every fold has some
     s = bundle.slides
+    spec = model_spec(cfg)
     dm = SlideDataModule(
         [s[i] for i in fold.train], [s[i] for i in val_ids], [s[i] for i in fold.test], bundle.genes,
-        k=cfg.data.k, feature_key=bundle.feature_key, crops_per_slide=cfg.train.crops_per_slide,
+        graph_k=graph_k(spec), feature_key=bundle.feature_key, crops_per_slide=cfg.train.crops_per_slide,
         batch_size=cfg.train.batch_size, crop_min=cfg.train.crop_min, num_workers=cfg.train.num_workers,
     )
-    module = STGenLightning(model_spec(cfg), in_dim=dm.in_dim, genes=bundle.genes, lr=cfg.optim.lr,
-                            weight_decay=cfg.optim.weight_decay, eval_steps=cfg.eval.steps,
-                            eval_n_samples=cfg.eval.n_samples, eval_seed=cfg.eval.seed)
+    module = STGenLightning(spec, in_dim=dm.in_dim, genes=bundle.genes, lr=cfg.optim.lr,
+                            weight_decay=cfg.optim.weight_decay, eval_seed=cfg.eval.seed)
     counts = torch.from_numpy(np.expm1(np.concatenate([g.y.numpy() for g in dm.graphs["train"]])))
     module.model.prior.fit(counts.round())
     ckpt_cb = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor="val/pearson",
@@ -152,14 +154,16 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
         "fold": fold.name, **ev.summary(), "best_epoch": _best_epoch(ckpt_cb), "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_s, 1), "selection": select_on,
         "val_pearson": float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None else float("nan"),
+        "train_slides": list(fold.train), "val_slides": list(val_ids), "test_slides": list(fold.test),
+        "test_patients": sorted({patient_id(s[i]) or i for i in fold.test}),
     }
     if cfg.eval.ridge:
         from stgen.baselines import ridge_fold_pearson
 
         ridge_r, ridge_genes = ridge_fold_pearson(bundle, fold)
         row["ridge_pearson"] = ridge_r
-    _write_json(fold_dir / "metrics.json", {**row, "per_slide": ev.per_slide,
-                                             "selection_label": SELECTION_LABELS[select_on]})
+    row["per_slide"] = dict(ev.per_slide)
+    _write_json(fold_dir / "metrics.json", {**row, "selection_label": SELECTION_LABELS[select_on]})
     per_gene = [{"gene": g, "pearson": float(r)} for g, r in zip(ev.genes, ev.per_gene, strict=True)]
     if cfg.eval.ridge:
         for item, r in zip(per_gene, ridge_genes, strict=True):
@@ -175,7 +179,8 @@ def _best_epoch(cb: Any) -> int | None:
         return None
     import torch
 
-    return int(torch.load(path, map_location="cpu", weights_only=False).get("epoch", -1))
+    # Lightning counts epochs from 0; outputs count them from 1 (``epochs`` is the number trained)
+    return int(torch.load(path, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
 
 
 def _write_predictions(cfg: DictConfig, bundle: DataBundle, module: Any, out: Path) -> None:
@@ -190,6 +195,19 @@ def _write_predictions(cfg: DictConfig, bundle: DataBundle, module: Any, out: Pa
                           "genes": list(bundle.genes), "target": "log1p counts"}
         a.uns["stgen"] = h5ad_safe(dict(a.uns["stgen"]))
         write_h5ad(a, out / f"{pred.slide_id}.h5ad")
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row for CSV: slide lists joined with ';' (per-slide Pearson stays in metrics.json)."""
+    out = {}
+    for key, value in row.items():
+        if key == "per_slide":
+            continue
+        if isinstance(value, (list, tuple)):
+            out[key] = ";".join(str(v) for v in value)
+        else:
+            out[key] = value
+    return out
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -270,9 +288,12 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), out_dir: Path | None = N
             started = True
             rows.append({"run": label, **train_fold(cfg, bundle, fold, fold_dir)})
         summary = summarise(rows)
+        # the run-level file keeps every fold's full record (per-slide Pearson, train/val/test slides): with
+        # one fold it takes the fold's place, so it must lose nothing
         _write_json(partial / "metrics.json", {"run": label, "summary": summary, "folds": rows,
+                                               "selection_label": SELECTION_LABELS[cfg.eval.select_on],
                                                "data": bundle.info})
-        _write_csv(partial / "metrics.csv", rows)
+        _write_csv(partial / "metrics.csv", [_flat(r) for r in rows])
     except BaseException:
         if not started:
             shutil.rmtree(partial, ignore_errors=True)

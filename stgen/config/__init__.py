@@ -9,17 +9,26 @@ single-run override lists, using Hydra's own override parser.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from stgen.config.schema import DEFAULTS, GROUPS, register_configs
-from stgen.registry import REGISTRIES, Registry
+from stgen.config.schema import DEFAULTS, register_configs
+from stgen.registry import REGISTRIES, Registry, unknown_name_message
 
 CONFIG_DIR = Path(__file__).parent
+
+#: settings that live elsewhere: typing the old key is an error naming the one place it is set
+MOVED_KEYS: dict[str, str] = {
+    "data.k": "k is set with encoder.k (the encoder declares the graph it reads; the data and prediction "
+              "build exactly that graph), e.g. encoder.k=12",
+    "eval.n_samples": "n_samples is set with generator.n_samples (used in validation, test and recorded in the "
+                      "checkpoint; `stgen predict --n-samples` overrides it), e.g. generator.n_samples=8",
+    "eval.steps": "steps is set with generator.steps (used in validation, test and recorded in the checkpoint; "
+                  "`stgen predict --steps` overrides it), e.g. generator.steps=10",
+}
 
 
 class ConfigError(ValueError):
@@ -27,9 +36,7 @@ class ConfigError(ValueError):
 
 
 def _group_registries() -> dict[str, Registry]:
-    from stgen.data.source import DATASETS
-
-    return {**{g: REGISTRIES[g] for g in GROUPS}, "data": DATASETS}
+    return REGISTRIES
 
 
 def presets() -> list[str]:
@@ -48,17 +55,17 @@ def _parse(overrides: Sequence[str]):
 
 def _check_choice(group: str, value: str, valid: Sequence[str]) -> None:
     if value not in valid:
-        close = difflib.get_close_matches(value, valid, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        kind = {"features": "feature backend", "data": "dataset"}.get(group, group)
-        raise ConfigError(f"unknown {kind} {value!r}. Valid {kind}s: {', '.join(valid)}.{hint}")
+        kind = REGISTRIES[group].kind if group in REGISTRIES else group
+        raise ConfigError(unknown_name_message(kind, value, list(valid)))
 
 
 def _precheck(overrides: Sequence[str]) -> None:
-    """Unknown component names get the registry's message (valid names + close matches)."""
+    """Moved keys name their one home; unknown component names get the registry's message."""
     regs = _group_registries()
     for ov in _parse(overrides):
         key = ov.get_key_element().lstrip("+~")
+        if key in MOVED_KEYS:
+            raise ConfigError(f"{key} is not a setting: {MOVED_KEYS[key]}")
         if key in regs or key == "preset":
             valid = presets() if key == "preset" else regs[key].names()
             values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
@@ -88,7 +95,7 @@ def compose_run(overrides: Sequence[str] = ()) -> DictConfig:
 
     overrides = list(overrides)
     _precheck(overrides)
-    register_configs(extra_groups={"data": _group_registries()["data"]})
+    register_configs()
     choices = default_choices()
     # defaults are given as overrides so plugins can change them without YAML
     base = [f"{g}={v}" for g, v in choices.items()

@@ -19,7 +19,6 @@ from hydra.core.config_store import ConfigStore
 
 from stgen.registry import REGISTRIES, Registry
 
-GROUPS = ("encoder", "generator", "prior", "features")
 DEFAULTS = {"encoder": "fa_local", "generator": "flow", "prior": "zinb", "data": "simulated"}
 FALLBACK_DEFAULTS = {"encoder": "gnn", "generator": "regression", "prior": "gaussian"}
 
@@ -67,15 +66,15 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Sampling at validation/test time and model selection.
+    """Evaluation at validation/test time and model selection.
 
-    ``steps``/``n_samples`` override the generator's; ``select_on=test`` reproduces the released
-    STFlow code's selection of the best epoch on the test fold and is labelled as such in every output.
-    ``ridge`` also scores HEST's ridge probe on the same features and folds (``ridge_pearson``).
+    Sampling steps and samples per slide are the generator's (``generator.steps``,
+    ``generator.n_samples``: one setting, recorded in the checkpoint). ``seed`` fixes the prior samples
+    of evaluation; ``select_on=test`` reproduces the released STFlow code's selection of the best epoch
+    on the test fold and is labelled as such in every output. ``ridge`` also scores HEST's ridge probe on
+    the same features and folds (``ridge_pearson``).
     """
 
-    steps: Optional[int] = None  # noqa: UP045
-    n_samples: int = 1
     seed: int = 0
     select_on: str = "val"
     ridge: bool = True
@@ -137,13 +136,11 @@ def component_dataclass(group: str, name: str, cls: type) -> type:
     return dataclasses.make_dataclass(f"{group.capitalize()}_{safe}_Config", fields)
 
 
-def register_configs(extra_groups: dict[str, Registry] | None = None) -> ConfigStore:
-    """Store the run schema and one config per registered component in Hydra's ConfigStore."""
+def register_configs(groups: dict[str, Registry] | None = None) -> ConfigStore:
+    """Store the run schema and one config per registered component (every registry) in Hydra's ConfigStore."""
     cs = ConfigStore.instance()
     cs.store(name="stgen_run_schema", node=RunConfig)
-    groups: dict[str, Registry] = {g: REGISTRIES[g] for g in GROUPS}
-    groups.update(extra_groups or {})
-    for group, registry in groups.items():
+    for group, registry in (REGISTRIES if groups is None else groups).items():
         for entry in registry.entries():
             cs.store(group=group, name=entry.name, node=component_dataclass(group, entry.name, entry.obj))
     return cs

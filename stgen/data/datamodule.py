@@ -22,14 +22,15 @@ class CropDataset(Dataset):
 
     Args:
         graphs: whole-slide graphs.
-        k: neighbours per spot in the crop graphs.
+        graph_k: neighbours per spot in the crop graphs (the encoder's; None: no graph).
         crops_per_slide: crops per slide per epoch (0: whole slides).
         crop_min: lower bound of the crop fraction.
     """
 
-    def __init__(self, graphs: Sequence[Data], k: int, crops_per_slide: int = 10, crop_min: float = 0.0) -> None:
+    def __init__(self, graphs: Sequence[Data], graph_k: int | None, crops_per_slide: int = 10,
+                 crop_min: float = 0.0) -> None:
         self.graphs = list(graphs)
-        self.k = k
+        self.graph_k = graph_k
         self.crops_per_slide = crops_per_slide
         self.crop_min = crop_min
 
@@ -42,7 +43,7 @@ class CropDataset(Dataset):
             return g
         r = self.crop_min + (1 - self.crop_min) * float(torch.rand(()))
         centre = int(torch.randint(g.num_nodes, ()))
-        return random_crop(g, self.k, r, centre)
+        return random_crop(g, self.graph_k, r, centre)
 
 
 class SlideDataModule(pl.LightningDataModule):
@@ -51,7 +52,8 @@ class SlideDataModule(pl.LightningDataModule):
     Args:
         train, val, test: Slide AnnData of each split (val may be empty).
         genes: gene panel.
-        k: neighbours per spot.
+        graph_k: neighbours per spot of the kNN graph the encoder reads (``stgen.model.graph_k`` of the
+            model spec, i.e. ``encoder.k``); None builds no graph (encoders that read none).
         feature_key: ``obsm`` key of the embeddings.
         crops_per_slide: random crops per training slide per epoch (0: whole slides).
         batch_size: crops (or slides) per training step.
@@ -60,18 +62,18 @@ class SlideDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, train: Sequence[ad.AnnData], val: Sequence[ad.AnnData], test: Sequence[ad.AnnData],
-                 genes: Sequence[str], k: int = 8, feature_key: str = "features", crops_per_slide: int = 10,
+                 genes: Sequence[str], graph_k: int | None, feature_key: str = "features", crops_per_slide: int = 10,
                  batch_size: int = 2, crop_min: float = 0.0, num_workers: int = 0) -> None:
         super().__init__()
         self.genes = list(genes)
-        self.k = k
+        self.graph_k = graph_k
         self.feature_key = feature_key
         self.crops_per_slide = crops_per_slide
         self.batch_size = batch_size
         self.crop_min = crop_min
         self.num_workers = num_workers
         self.graphs = {
-            split: [slide_to_data(a, genes=self.genes, k=k, feature_key=feature_key) for a in slides]
+            split: [slide_to_data(a, genes=self.genes, k=graph_k, feature_key=feature_key) for a in slides]
             for split, slides in (("train", train), ("val", val), ("test", test))
         }
 
@@ -80,7 +82,7 @@ class SlideDataModule(pl.LightningDataModule):
         return int(self.graphs["train"][0].x.shape[1])
 
     def train_dataloader(self) -> DataLoader:
-        ds = CropDataset(self.graphs["train"], self.k, self.crops_per_slide, self.crop_min)
+        ds = CropDataset(self.graphs["train"], self.graph_k, self.crops_per_slide, self.crop_min)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers)
 
     def _eval_loader(self, split: str) -> DataLoader:

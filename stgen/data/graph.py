@@ -123,7 +123,7 @@ def slide_to_data(
     adata: ad.AnnData,
     *,
     genes: Sequence[str] | None,
-    k: int,
+    k: int | None,
     feature_key: str = FEATURE_KEY,
     with_expression: bool = True,
 ) -> Data:
@@ -142,12 +142,13 @@ def slide_to_data(
         y = torch.from_numpy(log1p_panel(adata, genes))
     else:
         y = torch.zeros(adata.n_obs, n_genes)
-    data = Data(x=x, pos=pos, y=y, edge_index=squidpy_knn(adata, k))
+    edges = squidpy_knn(adata, k) if k is not None else torch.empty(2, 0, dtype=torch.long)  # None: no graph
+    data = Data(x=x, pos=pos, y=y, edge_index=edges)
     data.slide_id = slide_id(adata)
     return data
 
 
-def random_crop(data: Data, k: int, fraction: float, centre: int) -> Data:
+def random_crop(data: Data, k: int | None, fraction: float, centre: int) -> Data:
     """The ``n = max(2, floor(fraction * N))`` spots nearest to spot ``centre``, with a fresh kNN graph.
 
     Shapes:
@@ -159,6 +160,6 @@ def random_crop(data: Data, k: int, fraction: float, centre: int) -> Data:
     d = (data.pos - data.pos[centre]).pow(2).sum(-1)
     idx = torch.topk(d, n, largest=False).indices.sort().values
     crop = Data(x=data.x[idx], pos=data.pos[idx], y=data.y[idx])
-    crop.edge_index = knn_edges(crop.pos, k)
+    crop.edge_index = knn_edges(crop.pos, k) if k is not None else torch.empty(2, 0, dtype=torch.long)
     crop.slide_id = getattr(data, "slide_id", "crop")
     return crop

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from stgen.data.slide import FEATURE_KEY, UNS_KEY, SlideError, make_slide
+from stgen.data.slide import FEATURE_KEY, SPATIAL_KEY, UNS_KEY, SlideError, make_slide
 
 if TYPE_CHECKING:
     from stgen.features.base import FeatureExtractor
@@ -366,9 +366,14 @@ def read_hest_sample(sample: HestSample, *, warn: bool = True) -> tuple[ad.AnnDa
             stacklevel=2,
         )
     X = expr.X[rows]
+    # HEST patch coords are the patches' top-left corners; the spot centre is the expression file's
+    # obsm['spatial'] (full-resolution pixels), used whenever the file has it
+    centres = expr.obsm.get(SPATIAL_KEY)
+    spatial_from = "expression obsm['spatial']" if centres is not None else "patch coords"
+    xy = np.asarray(centres, dtype=np.float64)[rows] if centres is not None else coords[keep]
     slide = make_slide(
         X,
-        coords[keep],
+        xy,
         slide=sample.sample_id,
         genes=list(expr.var_names),
         barcodes=[p_barcodes[i] for i in keep],
@@ -382,6 +387,7 @@ def read_hest_sample(sample: HestSample, *, warn: bool = True) -> tuple[ad.AnnDa
         "patches_path": str(sample.patches_path),
         "patches_without_expression": report.patches_without_expression,
         "spots_without_patch": report.spots_without_patch,
+        "spatial_from": spatial_from,
     }
     return slide, report
 

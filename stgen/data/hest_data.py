@@ -24,13 +24,12 @@ class HestData(DataSource):
         default_features: backend used when no ``features=`` is given.
         cache_dir: where embeddings are cached (default: ``<task folder>/embeddings``).
         n_val: patients (or slides) held out from each fold's training slides for validation.
-        k: neighbours per spot.
         feature_key: ``obsm`` key for the embeddings.
     """
 
     def __init__(self, root: str = "", task: str = "", fold: int = -1, default_features: str = "efficientnet_lite0",
-                 cache_dir: str = "", n_val: int = 1, k: int = 8, feature_key: str = "features") -> None:
-        super().__init__(k=k, feature_key=feature_key)
+                 cache_dir: str = "", n_val: int = 1, feature_key: str = "features") -> None:
+        super().__init__(feature_key=feature_key)
         if not root:
             raise ValueError("data=hest needs data.root=<HEST-Bench folder> (and data.task=<task> for the bench root)")
         self.root = root

@@ -22,14 +22,13 @@ class SimulatedData(DataSource):
         sim_seed: simulator seed (independent of the training seed).
         n_test: patients held out for testing.
         n_val: patients held out for validation.
-        k: neighbours per spot.
         feature_key: ``obsm`` key of the embeddings.
     """
 
     def __init__(self, n_slides: int = 8, n_patients: int = 4, n_spots: int = 400, n_genes: int = 50,
                  feature_dim: int = 64, interaction: float = 1.0, noise: float = 0.5, sim_seed: int = 0,
-                 n_test: int = 1, n_val: int = 1, k: int = 8, feature_key: str = "features") -> None:
-        super().__init__(k=k, feature_key=feature_key)
+                 n_test: int = 1, n_val: int = 1, feature_key: str = "features") -> None:
+        super().__init__(feature_key=feature_key)
         self.sim = SimulationConfig(n_slides=n_slides, n_patients=n_patients, n_spots=n_spots, n_genes=n_genes,
                                     feature_dim=feature_dim, interaction=interaction, noise=noise, seed=sim_seed)
         self.n_test = n_test

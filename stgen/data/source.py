@@ -12,7 +12,7 @@ import numpy as np
 
 from stgen.components import Configurable
 from stgen.data.slide import patient_id, slide_id, validate_slide
-from stgen.registry import Registry
+from stgen.registry import DATASETS
 
 
 @dataclass
@@ -65,19 +65,17 @@ class DataBundle:
 class DataSource(Configurable, ABC):
     """Base class of a registered dataset (``data=<name>`` on the command line).
 
-    Subclasses implement :meth:`load`. Constructor parameters become config keys.
+    Subclasses implement :meth:`load`. Constructor parameters become config keys. A data source does
+    not choose the slide graph: the encoder declares the graph it reads (``encoder.k``) and the data
+    module builds exactly that one.
 
     Args:
-        k: neighbours per spot in the slide graphs.
         feature_key: ``obsm`` key of the patch embeddings.
     """
 
     data_args: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, k: int = 8, feature_key: str = "features") -> None:
-        if k < 1:
-            raise ValueError(f"data.k must be >= 1, got {k}")
-        self.k = k
+    def __init__(self, feature_key: str = "features") -> None:
         self.feature_key = feature_key
 
     @abstractmethod
@@ -114,4 +112,4 @@ def split_by_group(
     return Fold(train=ids(train), val=ids(val), test=ids(test), name=name)
 
 
-DATASETS: Registry = Registry("dataset", "stgen.datasets", base=DataSource)
+DATASETS.set_base(DataSource)

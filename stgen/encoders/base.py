@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -43,6 +44,32 @@ class Encoder(Configurable, nn.Module, ABC):
     #: graph hops that can influence a spot's output (0: per spot; None: the whole slide). Chunked
     #: whole-slide inference uses it to cut exact neighbourhoods.
     receptive_field: int | None = None
+    #: the constructor parameter that sets the neighbours per spot of the kNN graph this encoder reads
+    #: (``k``); None, or a constructor without it, means the encoder reads no graph. Data modules and
+    #: prediction build exactly the graph it declares (:attr:`graph_k`): k has no other home.
+    graph_param: ClassVar[str | None] = "k"
+
+    @classmethod
+    def graph_k_from(cls, params: Mapping[str, Any]) -> int | None:
+        """``k`` of the graph an encoder built with ``params`` reads (its default when not given), or None."""
+        name = cls.graph_param
+        defaults = {p.name: p.default for p in cls.params()}
+        if name is None or name not in defaults:
+            return None
+        k = params.get(name, defaults[name])
+        if k is None:
+            return None
+        if int(k) < 1:
+            raise ValueError(f"{cls.__name__}: {name} must be >= 1, got {k}")
+        return int(k)
+
+    @property
+    def graph_k(self) -> int | None:
+        """Neighbours per spot of the graph this encoder reads (None: no graph)."""
+        name = type(self).graph_param
+        if name is None or not hasattr(self, name):
+            return type(self).graph_k_from({})
+        return type(self).graph_k_from({name: getattr(self, name)})
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()

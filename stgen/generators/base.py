@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -58,6 +59,9 @@ class Generator(Configurable, ABC):
     Shapes:
         sample: ``[N, G]`` for a batch with N spots in total.
     """
+
+    #: whether the prior shapes the output (False for one-shot regression, which ignores it)
+    uses_prior: ClassVar[bool] = True
 
     def __init__(self, steps: int = 1, n_samples: int = 1) -> None:
         if steps < 1:

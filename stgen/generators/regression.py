@@ -27,6 +27,8 @@ class RegressionGenerator(Generator):
         sample: ``[N, G]``.
     """
 
+    uses_prior = False
+
     def __init__(self, steps: int = 1, n_samples: int = 1) -> None:
         super().__init__(steps=steps, n_samples=n_samples)
 
