@@ -86,7 +86,7 @@ def _stored(adata: ad.AnnData, name: str) -> tuple[np.ndarray, list[str]] | None
         value = adata.obsm[name]
         if hasattr(value, "columns"):
             return np.asarray(value, dtype=np.float64), [str(c) for c in value.columns]
-        genes = list(adata.uns.get(name.rsplit("_", 1)[0], {}).get("genes", []))
+        genes = list(adata.uns.get(name.rsplit("_", 1)[0] + "_params", {}).get("genes", []))
         if len(genes) == np.shape(value)[1]:
             return np.asarray(value, dtype=np.float64), genes
     if name in adata.layers:

@@ -5,7 +5,8 @@
 - ``adata.obsm["stgen_mean"]``: ``pandas.DataFrame`` ``[n_obs, G]`` of predicted log1p expression, one
   column per gene of the model's panel (the panel need not be among ``adata.var_names``);
 - ``adata.obsm["stgen_std"]``: the spread over samples, when more than one sample is drawn;
-- ``adata.uns["stgen"]``: genes, sampling settings, the encoder's graph ``k`` and the model spec.
+- ``adata.uns["stgen_params"]``: genes, sampling settings, the encoder's graph ``k`` and the model spec
+  (``uns["stgen"]`` itself is the slide's own metadata: slide id, patient).
 
 Nothing the caller had is overwritten: existing keys are an error unless ``overwrite=True``, and the
 slide graph is built on a private copy (the caller's ``obsp`` is never touched).
@@ -24,8 +25,8 @@ from stgen.io import h5ad_safe
 
 
 def result_keys(key_added: str) -> dict[str, str]:
-    """Where :func:`predict` writes: ``{"mean": "<key>_mean", "std": "<key>_std", "uns": "<key>"}``."""
-    return {"mean": f"{key_added}_mean", "std": f"{key_added}_std", "uns": key_added}
+    """Where :func:`predict` writes: ``{"mean": "<key>_mean", "std": "<key>_std", "uns": "<key>_params"}``."""
+    return {"mean": f"{key_added}_mean", "std": f"{key_added}_std", "uns": f"{key_added}_params"}
 
 
 def predict(adata: ad.AnnData, model: Any, *, key_added: str = "stgen", n_samples: int | None = None,

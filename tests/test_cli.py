@@ -139,3 +139,95 @@ def test_ddp_on_two_cpu_processes_writes_one_folder(tmp_path):
     preds = sorted((out / "predictions").glob("*.h5ad"))
     assert len(preds) == 2  # both test slides, though each rank evaluated one
     assert metrics["folds"][0]["n_spots"] == sum(ad.read_h5ad(p).n_obs for p in preds)
+
+
+def test_help_and_version_import_neither_torch_nor_lightning():
+    code = ("import sys\nfrom stgen.cli import main\nfor argv in (['--help'], ['--version'], ['run', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
+            "print('HEAVY', [m for m in ('torch', 'pytorch_lightning', 'lightning', 'hydra') if m in sys.modules])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "HEAVY []" in res.stdout and "stgen 0.1.0" in res.stdout and "--cfg" in res.stdout
+
+
+def test_list_is_plain_text_and_describe_shows_parameter_docs():
+    res = stgen("list")
+    assert res.returncode == 0
+    assert "``" not in res.stdout and ":class:" not in res.stdout and ":mod:" not in res.stdout
+    assert "stgen.data.simulate" in res.stdout  # was :mod:`stgen.data.simulate`
+    assert "pytorch_lightning" not in res.stderr
+    res = stgen("describe", "encoders", "gnn")  # kind aliases come from the registry table
+    assert res.returncode == 0
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("encoder.k "))
+    assert "neighbours per spot" in line
+    res = stgen("describe", "encodr", "gnn")
+    assert res.returncode == 2 and "Did you mean 'encoder'" in res.stderr
+
+
+def test_cfg_job_prints_the_composed_config_and_runs_nothing(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    assert main(["run", "--cfg", "job", "encoder=gnn", "encoder.k=12", f"output_dir={tmp_path / 'x'}"]) == 0
+    cfg = OmegaConf.create(capsys.readouterr().out)
+    assert cfg.encoder.name == "gnn" and cfg.encoder.k == 12 and "k" not in cfg.data
+    assert not (tmp_path / "x").exists()
+    assert main(["run", "--cfg", "job", "-m", "encoder=gnn,mlp"]) == 0
+    assert capsys.readouterr().out.count("# encoder=") == 2
+    assert main(["run", "--cfg", "job", "encoder=gnn,mlp"]) == 2  # a sweep without -m
+    assert main(["run", "--cfg", "job", "data.k=5"]) == 2
+
+
+def test_run_outputs_tell_the_truth_and_predict_uses_the_checkpoint_settings(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "encoder=gnn", "encoder.k=6", "generator=regression", "prior=zinb", *TINY,
+                 "trainer.max_epochs=2", f"output_dir={out}"]) == 0
+    printed = capsys.readouterr().out
+    # a regression run does not claim a prior it ignores
+    assert "prior=zinb" not in printed.split("\n", 2)[1] and "no prior" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    fold = metrics["folds"][0]
+    # with one fold the run-level file keeps the fold's per-slide Pearson and names its slides
+    assert set(fold["per_slide"]) == set(fold["test_slides"]) and fold["val_slides"]
+    assert not set(fold["val_slides"]) & set(fold["test_slides"]) and fold["test_patients"]
+    assert 1 <= fold["best_epoch"] <= fold["epochs"] == 2  # epochs are counted from 1
+    per_slide_line = next(ln for ln in printed.splitlines() if ln.startswith(f"{fold['fold']}: per-slide"))
+    assert all(s in per_slide_line for s in fold["test_slides"] + fold["val_slides"])
+    listed = printed.split("Outputs: ")[1].split("(")[1].split(")")[0].split(", ")
+    assert "per_gene.csv" in listed and all((out / name.rstrip("/")).exists() for name in listed)
+    csv_header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert "val_slides" in csv_header and "per_slide" not in csv_header
+
+    import stgen
+
+    assert stgen.load(out / "checkpoints" / "best.ckpt").model.encoder.graph_k == 6
+    src = next((out / "predictions").glob("*.h5ad"))
+    assert main(["predict", str(out / "checkpoints" / "best.ckpt"), str(src), "-o", str(tmp_path / "p"),
+                 "--k", "6"]) == 2
+    assert not (tmp_path / "p").exists()
+    assert main(["predict", str(out / "checkpoints" / "best.ckpt"), str(src), "-o", str(tmp_path / "p")]) == 0
+    res = ad.read_h5ad(tmp_path / "p" / src.name)
+    assert res.uns["stgen"]["n_samples"] == 1 and "stgen_std" not in res.layers  # the generator's default
+
+
+def test_multi_fold_outputs_keep_each_folds_metrics(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("hest_fixture", Path(__file__).parent / "data" / "test_hest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    root = mod.make_hest_folder(tmp_path / "bench")
+    out = tmp_path / "run"
+    assert main(["run", "data=hest", f"data.root={root}", "features=handcrafted", "encoder=mlp",
+                 "generator=regression", "trainer.max_epochs=1", "train.crops_per_slide=2", "eval.ridge=false",
+                 "trainer.enable_progress_bar=false", f"output_dir={out}"]) == 0
+    printed = capsys.readouterr().out
+    top = json.loads((out / "metrics.json").read_text())
+    for row in top["folds"]:
+        own = json.loads((out / row["fold"] / "metrics.json").read_text())
+        assert own["per_slide"] == row["per_slide"] and own["val_slides"] == row["val_slides"]
+        assert f"{row['fold']}: per-slide test Pearson" in printed
+    outputs = printed.split("Outputs: ")[1]
+    assert "per_gene.csv" not in outputs.split(";")[0]  # not claimed at the top level
+    assert "in each fold folder (fold0, fold1): " in outputs and "per_gene.csv" in outputs.split(";")[1]
+    assert not (out / "per_gene.csv").exists() and (out / "fold0" / "per_gene.csv").exists()

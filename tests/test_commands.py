@@ -21,6 +21,11 @@ def test_convert_then_extract_her2st(tmp_path, capsys):
     assert rc == 0
     genes = json.loads(next(out.glob("var_*genes.json")).read_text())["genes"]
     assert "ERBB2" in genes and len(genes) == 20
+    printed = capsys.readouterr().out
+    # every fold trains on one section, so the printed command selects on the test fold and says so
+    assert "fold0: test section A1 (A1); validation none; train C2" in printed
+    assert "NOTE: fold0, fold1 leave(s) no slide for validation" in printed
+    assert printed.strip().endswith("features=efficientnet_lite0 eval.select_on=test")
     assert sorted(p.name for p in (out / "splits").iterdir()) == ["test_0.csv", "test_1.csv", "train_0.csv",
                                                                    "train_1.csv"]
     with h5py.File(out / "patches" / "C2.h5") as f:

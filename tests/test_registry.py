@@ -111,3 +111,53 @@ def test_entry_point_duplicate_of_builtin_is_an_error(tmp_path, monkeypatch):
     with pytest.raises(RegistryError, match="duplicate encoder name 'mlp'.*stgen.*ext-dup"):
         reg.names()
     sys.modules.pop("ext_dup_mod", None)
+
+
+def test_one_table_names_every_registry_and_alias():
+    from stgen.config import _group_registries
+    from stgen.model import KINDS as MODEL_REGISTRIES
+    from stgen.registry import KIND_TABLE, MODEL_KINDS, REGISTRIES, resolve_kind
+
+    assert list(REGISTRIES) == [k.name for k in KIND_TABLE]
+    assert _group_registries() is REGISTRIES  # config groups come from the table
+    assert list(MODEL_REGISTRIES) == list(MODEL_KINDS) == ["encoder", "generator", "prior"]
+    for kind in KIND_TABLE:
+        assert REGISTRIES[kind.name].group == kind.group and REGISTRIES[kind.name].kind == kind.label
+        assert resolve_kind(kind.name) == kind.name
+        for alias in kind.aliases:
+            assert resolve_kind(alias) == kind.name
+    with pytest.raises(RegistryError, match="Did you mean 'encoder'"):
+        resolve_kind("encodr")
+
+
+def test_config_and_registry_give_the_same_unknown_name_message():
+    from stgen.config import ConfigError, compose_run
+
+    with pytest.raises(RegistryError) as from_registry:
+        ENCODERS.get("gnm")
+    with pytest.raises(ConfigError) as from_config:
+        compose_run(["encoder=gnm"])
+    assert str(from_config.value) == str(from_registry.value)
+
+
+def test_param_docs_come_from_the_class_docstring():
+    from stgen.components import args_doc
+    from stgen.encoders.gnn import GNNEncoder
+
+    docs = {p.name: p.doc for p in GNNEncoder.params()}
+    assert docs["hidden_dim"] and docs["k"].startswith("neighbours per spot")
+
+    class Documented:
+        """Summary.
+
+        Args:
+            a, b: shared text
+                that continues.
+            c (int): typed.
+
+        Shapes:
+            d: not a parameter.
+        """
+
+    assert args_doc(Documented) == {"a": "shared text that continues.", "b": "shared text that continues.",
+                                    "c": "typed."}
