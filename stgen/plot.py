@@ -195,7 +195,9 @@ def maps_figure(slide: PredictedSlide, genes: Sequence[str], scale: str = "robus
     if not genes:
         raise ValueError("give at least one gene to map")
     cols = [c for c in ("measured", "predicted", "spread") if c == "predicted" or getattr(slide, c) is not None]
-    fig, axes = plt.subplots(len(genes), len(cols), figsize=(4.2 * len(cols), 4.0 * len(genes)), squeeze=False)
+    span = np.ptp(slide.xy, axis=0) + slide.spot_diameter
+    height = float(np.clip(3.4 * span[1] / max(span[0], 1e-9), 1.8, 6.0)) + 0.9  # follow the slide's aspect
+    fig, axes = plt.subplots(len(genes), len(cols), figsize=(4.4 * len(cols), height * len(genes)), squeeze=False)
     for row, gene in enumerate(genes):
         j = slide.column(gene)
         r = float(slide.pearson()[j]) if slide.measured is not None else float("nan")
