@@ -151,3 +151,13 @@ def test_docs_api_example_runs(trained, tmp_path, monkeypatch):
     exec(compile(code, str(DOCS), "exec"), namespace)  # noqa: S102 - the documented example itself
     assert "stgen_mean" in namespace["adata"].obsm
     assert list(tmp_path.glob("*.png"))
+
+
+def test_checkpoints_from_before_the_move_still_load():
+    from stgen.lit import STGenLightning
+
+    spec = {"encoder": {"name": "mlp"}, "generator": {"name": "flow", "n_samples": 2}, "prior": {"name": "zero"}}
+    old = STGenLightning(spec, in_dim=4, genes=["a", "b"], eval_steps=None, eval_n_samples=1)
+    assert old.model.generator.n_samples == 2 and "eval_n_samples" not in old.hparams
+    with pytest.raises(TypeError, match="unexpected argument"):
+        STGenLightning(spec, in_dim=4, genes=["a", "b"], eval_n_sample=1)
