@@ -49,7 +49,7 @@ class ChunkedEncoder(Encoder):
         n = batch.num_nodes
         if hops is None or n <= self.chunk_size:
             return ("whole", self.inner.prepare(batch))
-        k = getattr(self.inner, "k", None)
+        k = self.inner.graph_k
         edge_index = graph_with_k(batch, k) if k is not None else batch.edge_index
         chunks = []
         for start in range(0, n, self.chunk_size):
@@ -67,7 +67,7 @@ class ChunkedEncoder(Encoder):
         node_t = t[batch.batch]
         for core, subset, sub_edges, mapping in payload:
             sub = Data(x=batch.x[subset], pos=batch.pos[subset], edge_index=sub_edges)
-            sub.graph_k = getattr(self.inner, "k", None)
+            sub.graph_k = self.inner.graph_k
             sub_batch = Batch.from_data_list([sub])
             sub_t = node_t[subset][:1]
             out[core] = self.inner(sub_batch, y[subset], sub_t)[mapping]
