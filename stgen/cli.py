@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -15,7 +16,13 @@ from typing import Any
 EXIT_USER_ERROR = 2
 
 
-class UserError(Exception):
+from stgen.errors import UserInputError, one_line
+
+#: set STGEN_DEBUG=1 to see the traceback of a user error too
+DEBUG_ENV = "STGEN_DEBUG"
+
+
+class UserError(UserInputError):
     """An error caused by the user's input: printed as one message, exit code 2."""
 
 
@@ -76,8 +83,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             out_dir = sweep_dir / f"{i}-{run_label([o for o in combo if '=' in o])}"
         try:
             res = run(cfg, combo, out_dir=out_dir)
-        except (ConfigError, RegistryError, FileExistsError, FileNotFoundError, ValueError) as exc:
-            raise UserError(str(exc)) from None
+        except (ConfigError, RegistryError) as exc:  # other errors about the input are UserInputErrors
+            raise UserError(str(exc)) from exc
         if not res.primary:  # a DDP worker process: rank 0 reports
             continue
         results.append(res)
@@ -235,8 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"stgen {args.command}: error: {exc}", file=sys.stderr)
+    except UserInputError as exc:  # only errors about the user's input; anything else keeps its traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"stgen {args.command}: error: {one_line(exc, 2000)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -23,7 +23,6 @@ def _predict_parser(sub: Any) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from stgen.cli import UserError
-    from stgen.data.slide import SlideError
     from stgen.predict import predict_files
     from stgen.registry import RegistryError
 
@@ -33,8 +32,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         written = predict_files(args.checkpoint, args.inputs, args.out, k=args.k, feature_key=args.feature_key,
                                 n_samples=args.n_samples, steps=args.steps, seed=args.seed,
                                 chunk_size=args.chunk_size)
-    except (FileNotFoundError, FileExistsError, SlideError, RegistryError, ValueError, OSError) as exc:
-        raise UserError(str(exc)) from None
+    except (RegistryError, PermissionError) as exc:  # UserInputErrors (bad files, options) pass through
+        raise UserError(str(exc)) from exc
     for path in written:
         print(f"wrote {path} (layers stgen_mean{', stgen_std' if args.n_samples > 1 else ''})")
     return 0
@@ -66,14 +65,13 @@ READERS: dict[str, Callable[[argparse.Namespace], Any]] = {"legacy-st": _read_le
 def cmd_convert(args: argparse.Namespace) -> int:
     from stgen.cli import UserError
     from stgen.data.convert import convert_to_hest
-    from stgen.data.slide import SlideError
 
     try:
         pairs = READERS[args.format](args)
         out = convert_to_hest(pairs, args.out, split_by=args.split_by, n_genes=args.n_genes,
                               include_genes=args.include_genes)
-    except (FileNotFoundError, FileExistsError, SlideError, ValueError, OSError) as exc:
-        raise UserError(str(exc)) from None
+    except PermissionError as exc:  # UserInputErrors (bad files, options) pass through
+        raise UserError(f"{exc}; choose a folder you can write to") from exc
     n_spots = sum(a.n_obs for a, _ in pairs)
     print(f"wrote {out}: {len(pairs)} slides, {n_spots} spots, split by {args.split_by}")
     print(f"train on it with: stgen run data=hest data.root={out} features=efficientnet_lite0")
@@ -96,7 +94,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from stgen.cli import UserError
     from stgen.config import ConfigError, compose_run
     from stgen.data.hest import read_hest
-    from stgen.data.slide import SlideError
     from stgen.registry import RegistryError
 
     overrides = list(args.overrides)
@@ -106,8 +103,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         spec = OmegaConf.to_container(compose_run(overrides).features, resolve=True)
         name = spec.pop("name")
         ds = read_hest(args.root, feature_backend=name, backend_params=spec, cache_dir=args.cache_dir)
-    except (ConfigError, RegistryError, FileNotFoundError, SlideError, ValueError, OSError, ImportError) as exc:
-        raise UserError(str(exc)) from None
+    except (ConfigError, RegistryError, PermissionError, ImportError) as exc:  # UserInputErrors pass through
+        raise UserError(str(exc)) from exc
     for sid, path in sorted(ds.embedding_paths.items()):
         print(f"{sid}: {ds.slides[sid].n_obs} spots -> {path}")
     return 0
@@ -124,18 +121,25 @@ def _plot_parser(sub: Any) -> None:
 def cmd_plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import anndata as ad
-
     from stgen.cli import UserError
+    from stgen.io import read_h5ad
     from stgen.plot import spatial_maps
 
     out = Path(args.out)
     if out.exists():
         raise UserError(f"{out} exists; choose another --out")
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UserError(f"--out {out}: the figure must end in .png, .pdf or .svg")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    adata = read_h5ad(args.prediction, what="prediction")
+    if "spatial" not in adata.obsm:
+        raise UserError(f"{args.prediction}: no obsm['spatial'] (spot coordinates); plot a file written by "
+                        "`stgen predict` or a run's predictions/")
     try:
-        path = spatial_maps(ad.read_h5ad(args.prediction), args.genes, out)
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        raise UserError(str(exc)) from None
+        path = spatial_maps(adata, args.genes, out)
+    except ValueError as exc:  # spatial_maps raises ValueError only for genes/layers the file lacks
+        raise UserError(f"{args.prediction}: {exc}") from exc
     print(f"wrote {path}")
     return 0
 
