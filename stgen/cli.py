@@ -13,11 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-EXIT_USER_ERROR = 2
-
-
 from stgen.errors import UserInputError, one_line
 
+EXIT_USER_ERROR = 2
 #: set STGEN_DEBUG=1 to see the traceback of a user error too
 DEBUG_ENV = "STGEN_DEBUG"
 

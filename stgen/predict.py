@@ -165,9 +165,8 @@ def to_anndata(adata: ad.AnnData, pred: Prediction, info: dict[str, Any]) -> ad.
 def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, **kwargs: Any) -> list[Path]:
     """Predict every input ``.h5ad`` and write ``<out_dir>/<name>.h5ad`` atomically; never overwrites."""
     from stgen import __version__
-    from stgen.io import read_h5ad, write_h5ad
-
     from stgen.errors import DataInputError, MissingInputError, OutputExistsError
+    from stgen.io import read_h5ad, write_h5ad
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import math
 
-import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
-from stgen.data.graph import graph_with_k, knn_edges, knn_edges_blockwise, random_crop, slide_to_data, squidpy_knn
+from stgen.data.graph import (
+    graph_with_k,
+    knn_edges,
+    knn_edges_blockwise,
+    random_crop,
+    slide_to_data,
+    squidpy_knn,
+)
 from stgen.data.slide import make_slide
 from stgen.encoders.fa_local import FALocalEncoder
 
