@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not res.primary:  # a DDP worker process: rank 0 reports
             continue
         results.append(res)
-        _print_run(res, cfg)
+        _print_run(res, res.config or cfg)
     if args.multirun and results:
         from stgen.run import _write_csv
 
