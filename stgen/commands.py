@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -64,8 +65,13 @@ READERS: dict[str, Callable[[argparse.Namespace], Any]] = {"legacy-st": _read_le
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from stgen.cli import UserError
-    from stgen.data.convert import convert_to_hest
+    from stgen.data.convert import _check_output, convert_to_hest
 
+    if args.n_genes < 1:
+        raise UserError(f"--n-genes must be >= 1, got {args.n_genes}")
+    if not args.patch_um > 0:
+        raise UserError(f"--patch-um must be > 0 micrometres, got {args.patch_um}")
+    _check_output(Path(args.out))  # before reading anything (reading sections takes minutes)
     try:
         pairs = READERS[args.format](args)
         out = convert_to_hest(pairs, args.out, split_by=args.split_by, n_genes=args.n_genes,
@@ -119,8 +125,6 @@ def _plot_parser(sub: Any) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from stgen.cli import UserError
     from stgen.io import read_h5ad
     from stgen.plot import spatial_maps
