@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from stgen.data.slide import FEATURE_KEY, UNS_KEY, SlideError, make_slide
+from stgen.data.slide import FEATURE_KEY, UNS_KEY, SlideError, make_slide, validate_slide
 from stgen.errors import ConfigInputError, DataInputError, MissingInputError, reading, safe_name
 from stgen.io import read_h5ad
 
@@ -693,9 +693,13 @@ def read_hest(
     slides: dict[str, ad.AnnData] = {}
     alignment: dict[str, AlignmentReport] = {}
     emb_paths: dict[str, Path] = {}
+    read = {}
+    for sid in wanted:  # every sample is read and checked before any embedding is computed or cached
+        read[sid] = read_hest_sample(all_samples[sid])
+        validate_slide(read[sid][0], feature_key=None, require_counts=True, name=sid)
     for sid in wanted:
         sample = all_samples[sid]
-        slide, report = read_hest_sample(sample)
+        slide, report = read[sid]
         if backend is not None:
             name, params, factory = backend
             cached = ensure_embeddings(

@@ -23,7 +23,7 @@ class SlideError(DataInputError):
 #: smallest ratio (smallest singular value / largest) of the centred coordinates of a 2-D layout
 COLLINEAR_RTOL = 1e-6
 #: largest ratio of a slide's extent to its smallest spot spacing that float32 positions resolve
-MAX_EXTENT_OVER_SPACING = 1e5
+MAX_EXTENT_OVER_SPACING = 1e6
 
 
 def slide_id(adata: ad.AnnData, default: str = "slide") -> str:
@@ -167,12 +167,6 @@ def check_layout(coords: np.ndarray, where: str = "slide", barcodes: Sequence[st
             f"{where}: all {n} spots share one position {xy[0].tolist()} in obsm['{SPATIAL_KEY}']; each spot "
             "needs its own coordinates (full-resolution pixels): check the column that holds them"
         )
-    sv = np.linalg.svd(centred / extent, compute_uv=False)
-    if sv[-1] <= COLLINEAR_RTOL * sv[0]:
-        raise SlideError(
-            f"{where}: all {n} spots lie on one line in obsm['{SPATIAL_KEY}']; a slide needs a 2-D layout "
-            "(check that x and y are two different columns)"
-        )
     dist, idx = cKDTree(xy).query(xy, k=2)
     nearest = dist[:, 1]
     if (nearest == 0).any():
@@ -190,4 +184,10 @@ def check_layout(coords: np.ndarray, where: str = "slide", barcodes: Sequence[st
             f"{where}: the slide spans {extent:.3g} units but its closest spots are {nearest.min():.3g} apart "
             f"(ratio {ratio:.2g} > {MAX_EXTENT_OVER_SPACING:.0g}); positions cannot be resolved: check the "
             "coordinate units, or remove the far-away outlier spots"
+        )
+    sv = np.linalg.svd(centred / extent, compute_uv=False)
+    if sv[-1] <= COLLINEAR_RTOL * sv[0]:
+        raise SlideError(
+            f"{where}: all {n} spots lie on one line in obsm['{SPATIAL_KEY}']; a slide needs a 2-D layout "
+            "(check that x and y are two different columns)"
         )
