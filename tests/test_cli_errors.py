@@ -64,7 +64,7 @@ def write_splits(root: Path, ids: dict[str, str]) -> None:
     (root / "splits").mkdir(parents=True, exist_ok=True)
     patients = sorted(set(ids.values()))
     for k, held in enumerate(patients):
-        for part, keep in (("train", lambda p: p != held), ("test", lambda p: p == held)):
+        for part, keep in (("train", lambda p, h=held: p != h), ("test", lambda p, h=held: p == h)):
             rows = [{"sample_id": s, "patches_path": f"patches/{s}.h5", "expr_path": f"st/{s}.h5ad", "patient": p}
                     for s, p in ids.items() if keep(p)]
             pd.DataFrame(rows).to_csv(root / "splits" / f"{part}_{k}.csv", index=False)

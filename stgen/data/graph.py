@@ -50,6 +50,7 @@ def _tie_knn(pos: Tensor, k: int, batch: Tensor | None, rtol: float, candidates:
     if n == 0 or k < 1:
         return torch.empty(2, 0, dtype=torch.long, device=pos.device)
     others = torch.bincount(batch)[batch] - 1  # other spots in each spot's slide
+    coarse = _centred(pos, batch).float()  # the precision of the candidate search
     query = torch.arange(n, device=pos.device)
     extra = max(k, 4)
     kept: list[Tensor] = []
@@ -57,8 +58,8 @@ def _tie_knn(pos: Tensor, k: int, batch: Tensor | None, rtol: float, candidates:
         q = k + extra
         src, dst = candidates(pos, batch, query, q)
         keep = src != dst
-        edges, saturated = _keep_ties(pos, src[keep], dst[keep], k, rtol, n)
-        # a spot whose every candidate is a tie may have more tied spots beyond the margin: ask again
+        edges, saturated = _keep_ties(pos, src[keep], dst[keep], k, rtol, n, coarse)
+        # a spot without a candidate clearly beyond its tie threshold may have more tied spots: ask again
         redo = saturated & (others > q)
         kept.append(edges[:, ~redo[edges[1]]])
         query = torch.nonzero(redo, as_tuple=False).flatten()
@@ -72,11 +73,19 @@ def _candidates(pos: Tensor, batch: Tensor, query: Tensor, q: int) -> tuple[Tens
     try:
         from torch_cluster import knn
 
-        pf = pos.float()
+        pf = _centred(pos, batch).float()
         row, col = knn(pf, pf[query], k=q + 1, batch_x=batch, batch_y=batch[query])  # row: query, col: x
         return col, query[row]
     except (ImportError, RuntimeError):
         return _candidates_blockwise(pos, batch, query, q)
+
+
+def _centred(pos: Tensor, batch: Tensor) -> Tensor:
+    """``pos`` minus its slide's mean, in float64 (large offsets then survive the float32 candidate search)."""
+    from torch_geometric.utils import scatter
+
+    p64 = pos.to(torch.float64) if pos.device.type != "mps" else pos
+    return p64 - scatter(p64, batch, dim=0, reduce="mean")[batch]
 
 
 def _candidates_blockwise(pos: Tensor, batch: Tensor, query: Tensor, q: int,
@@ -84,7 +93,7 @@ def _candidates_blockwise(pos: Tensor, batch: Tensor, query: Tensor, q: int,
     if max_block is None:
         max_block = 1 << 28 if pos.is_cuda else 1 << 24
     srcs, dsts = [], []
-    pf = pos.float()
+    pf = _centred(pos, batch)  # float64: exact distances, so ties are found as ties
     for b in torch.unique(batch[query]).tolist():
         members = torch.nonzero(batch == b, as_tuple=False).flatten()
         qs = query[batch[query] == b]
@@ -93,7 +102,8 @@ def _candidates_blockwise(pos: Tensor, batch: Tensor, query: Tensor, q: int,
         step = max(1, max_block // max(1, members.numel()))
         for q0 in range(0, qs.numel(), step):
             qi = qs[q0:q0 + step]
-            nbr = torch.cdist(pf[qi], ref).topk(kk, largest=False).indices
+            dist = torch.cdist(pf[qi], ref, compute_mode="donot_use_mm_for_euclid_dist")
+            nbr = dist.topk(kk, largest=False).indices
             srcs.append(members[nbr].reshape(-1))
             dsts.append(qi.repeat_interleave(kk))
     if not srcs:
@@ -102,12 +112,17 @@ def _candidates_blockwise(pos: Tensor, batch: Tensor, query: Tensor, q: int,
     return torch.cat(srcs), torch.cat(dsts)
 
 
-def _keep_ties(pos: Tensor, src: Tensor, dst: Tensor, k: int, rtol: float, n: int) -> tuple[Tensor, Tensor]:
-    """The candidate edges within ``(1 + rtol)`` of each spot's k-th distance, and which spots kept all.
+def _keep_ties(pos: Tensor, src: Tensor, dst: Tensor, k: int, rtol: float, n: int,
+               coarse: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The candidate edges within ``(1 + rtol)`` of each spot's k-th distance, and which spots may lack some.
+
+    Args:
+        coarse: positions at the precision the candidates were searched with (float32, centred); a spot
+            is complete only when some candidate lies beyond its threshold at that precision too.
 
     Returns:
-        ``(edge_index [2, E'], saturated [N] bool)``: ``saturated[i]`` when every candidate of spot ``i``
-        was kept (more ties may lie beyond the candidates).
+        ``(edge_index [2, E'], saturated [N] bool)``: ``saturated[i]`` when no candidate of spot ``i`` is
+        clearly beyond its threshold (more tied spots may lie beyond the candidates).
     """
     p64 = pos.to(torch.float64)
     d = (p64[src] - p64[dst]).norm(dim=-1)
@@ -120,9 +135,18 @@ def _keep_ties(pos: Tensor, src: Tensor, dst: Tensor, k: int, rtol: float, n: in
     kth = torch.zeros(n, dtype=d.dtype, device=d.device)
     has = counts > 0
     kth[has] = d[starts[has] + counts[has].clamp(max=k) - 1]
-    keep = (rank < k) | (d <= kth[dst] * (1.0 + rtol))
-    kept_per_spot = torch.bincount(dst[keep], minlength=n)
-    saturated = (kept_per_spot == counts) & (counts > 0)
+    thr = kth * (1.0 + rtol)
+    keep = (rank < k) | (d <= thr[dst])
+    if coarse is None:
+        beyond = ~keep
+    else:
+        d_coarse = (coarse[src] - coarse[dst]).norm(dim=-1).double()
+        # rounding of the coarse positions: a few float32 ulps of the coordinates' magnitude
+        err = 8 * torch.finfo(coarse.dtype).eps * (coarse[src].abs().amax(-1) + coarse[dst].abs().amax(-1)).double()
+        beyond = d_coarse > thr[dst] + err
+    complete = torch.zeros(n, dtype=torch.bool, device=dst.device)
+    complete[dst[beyond]] = True
+    saturated = ~complete & (counts > 0)
     return torch.stack([src[keep], dst[keep]]), saturated
 
 
