@@ -20,7 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from stgen.config import compose_run
 from stgen.data.source import DATASETS, DataBundle, Fold
-from stgen.errors import ConfigInputError, DataInputError, MissingInputError, OutputExistsError, one_line
+from stgen.errors import (
+    ConfigInputError,
+    DataInputError,
+    MissingInputError,
+    OutputExistsError,
+    one_line,
+    safe_name,
+)
 from stgen.io import h5ad_safe, write_h5ad
 
 SELECTION_LABELS = {"val": "validation split of the training slides",
@@ -319,7 +326,7 @@ def _write_predictions(cfg: DictConfig, bundle: DataBundle, module: Any, out: Pa
         a.uns["stgen"] = {**dict(src.uns.get("stgen", {})), "config": OmegaConf.to_container(cfg, resolve=True),
                           "genes": list(bundle.genes), "target": "log1p counts"}
         a.uns["stgen"] = h5ad_safe(dict(a.uns["stgen"]))
-        write_h5ad(a, out / f"{pred.slide_id}.h5ad")
+        write_h5ad(a, out / f"{safe_name(pred.slide_id, 'slide id', 'predictions')}.h5ad")
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
