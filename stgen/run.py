@@ -360,6 +360,8 @@ def _run_worker(cfg: DictConfig, bundle: DataBundle, label: str, out: Path) -> R
     partial = Path(os.environ.get(RUN_DIR_ENV) or out.with_name(out.name + ".incomplete"))
     for fold in bundle.folds:
         fold_dir = partial if len(bundle.folds) == 1 else partial / fold.name
+        if (fold_dir / FOLD_DONE).is_file():  # finished before an interruption: rank 0 skips it too
+            continue
         train_fold(cfg, bundle, fold, fold_dir)
     return RunResult(output_dir=out, label=label, primary=False)
 
@@ -462,12 +464,12 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), out_dir: Path | None = N
     if cfg.get("resume"):
         partial = Path(cfg.resume)
         out = partial_dir_target(partial)
+        _take_over(partial)
         print(f"resuming {partial}", file=sys.stderr)
     else:
         out, partial = claim_output_dir(cfg, label, out_dir)
         (partial / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        _write_json(partial / RUN_INFO, {"label": label, "overrides": list(overrides), "pid": os.getpid(),
-                                         "started": datetime.now().isoformat(timespec="seconds")})
+        _write_json(partial / RUN_INFO, {"label": label, "overrides": list(overrides), **_owner()})
         print(f"run folder: {partial} (renamed to {out.name} when finished; if interrupted, continue it with "
               f"`stgen run resume={partial}`)", file=sys.stderr)
     os.environ[RUN_DIR_ENV] = str(partial.resolve())  # inherited by DDP worker processes
@@ -497,6 +499,37 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), out_dir: Path | None = N
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(partial, out)
     return RunResult(output_dir=out, label=label, rows=rows, summary=summary, config=cfg)
+
+
+def _owner() -> dict[str, Any]:
+    import socket
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now().isoformat(timespec="seconds")}
+
+
+def _take_over(partial: Path) -> None:
+    """Record this process as the owner of an interrupted run; refuse while its owner is still running here."""
+    import socket
+
+    info_path = partial / RUN_INFO
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        info = {}
+    pid, host = info.get("pid"), info.get("host")
+    if isinstance(pid, int) and host == socket.gethostname() and pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, another user's
+            raise OutputExistsError(f"{partial} is still being written by process {pid}; wait for it to end") from None
+        else:
+            raise OutputExistsError(
+                f"{partial} is still being written by process {pid} on this machine; wait for it to end (or stop it) "
+                "before resuming"
+            )
+    _write_json(info_path, {**info, **_owner(), "resumed": int(info.get("resumed", 0)) + 1})
 
 
 def partial_dir_target(partial: Path) -> Path:

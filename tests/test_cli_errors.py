@@ -178,6 +178,16 @@ def killed_run(world: World, tmp: Path) -> str:
     return str(out)
 
 
+def live_run(world: World, tmp: Path) -> str:
+    partial = tmp / "live.incomplete"
+    partial.mkdir()
+    shutil.copy(world.run / "config.yaml", partial / "config.yaml")
+    import socket
+
+    (partial / "run.json").write_text(json.dumps({"label": "x", "pid": os.getppid(), "host": socket.gethostname()}))
+    return str(partial)
+
+
 def hest_run(root: str, *extra: str) -> list[str]:
     return ["run", "data=hest", f"data.root={root}", "features=handcrafted", "encoder=gnn", "generator=regression",
             "prior=zero", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", *extra]
@@ -218,6 +228,8 @@ CASES: list[Case] = [
     ("run resume finished run", lambda w, t: ["run", f"resume={w.run}"], ("finished", "nothing to resume")),
     ("run resume with overrides", lambda w, t: ["run", f"resume={killed_run(w, t)}", "optim.lr=1"],
      ("resume=", "optim.lr=1")),
+    ("run resume while its run is alive", lambda w, t: ["run", f"resume={live_run(w, t)}"],
+     ("live.incomplete", "still being written")),
     ("run resume damaged config", lambda w, t: ["run", f"resume={killed_run(w, t)}.incomplete"],
      ("config.yaml", "start the run anew")),
     # data=hest
@@ -423,16 +435,17 @@ def test_at_least_forty_distinct_bad_inputs_across_every_entry_point():
     assert {"run", "hest", "predict", "extract", "convert", "plot"} <= commands
 
 
-def test_a_bug_keeps_its_traceback(monkeypatch):
+def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
     """Only errors about the input are user errors: an internal error is not hidden behind exit status 2."""
     import stgen.run
 
     def broken(*args, **kwargs):
         raise ValueError("an internal bug")
 
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(stgen.run, "train_fold", broken)
     with pytest.raises(ValueError, match="an internal bug"):
-        main(["run", *RUN_TINY, "trainer.max_epochs=1", "output_dir=" + str(Path(os.getcwd()) / "never")])
+        main(["run", *RUN_TINY, "trainer.max_epochs=1", f"output_dir={tmp_path / 'never'}"])
 
 
 @pytest.mark.parametrize("args", [
