@@ -9,6 +9,7 @@ a file whose pickle needs arbitrary Python objects is refused rather than execut
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,16 @@ def read_checkpoint(path: str | Path, *, weights_only: bool = True) -> dict[str,
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"checkpoint {path} does not exist; {FIX}")
+    if not zipfile.is_zipfile(path):  # every torch.save file since torch 1.6 is a zip archive
+        raise CheckpointError(f"checkpoint {path} is truncated or not a torch checkpoint (not a zip archive); {FIX}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f"e.g. {found.group(1)}" if found else one_line(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)), 100)
         raise CheckpointError(
-            f"checkpoint {path}: the safe loader (torch.load weights_only=True) refuses it, it holds Python "
-            f"objects other than tensors and plain data ({one_line(exc, 120)}); {FIX}"
+            f"checkpoint {path}: the safe loader (torch.load weights_only=True) refuses it: it holds Python "
+            f"objects other than tensors and plain data ({what}), which could run code; {FIX}"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AttributeError,
             ModuleNotFoundError, ImportError) as exc:

@@ -68,7 +68,7 @@ def build_data(cfg: DictConfig) -> DataBundle:
     except (ValueError, TypeError) as exc:
         if isinstance(exc, DataInputError | MissingInputError):
             raise
-        raise ConfigInputError(f"data={name}: {exc}") from exc
+        raise ConfigInputError(str(exc) if str(exc).startswith("data") else f"data={name}: {exc}") from exc
     if cfg.get("features") is not None and hasattr(source, "features_spec"):
         source.features_spec = OmegaConf.to_container(cfg.features, resolve=True)
     bundle = source.load()

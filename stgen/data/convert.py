@@ -107,7 +107,7 @@ def _check_output(out: Path) -> None:
         if any(out.iterdir()):
             raise OutputExistsError(
                 f"output folder {str(out)!r} exists and is not empty; refusing to overwrite it. Remove it or "
-                "choose another out_root"
+                "choose another output folder (-o)"
             )
 
 
