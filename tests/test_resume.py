@@ -92,3 +92,43 @@ def test_resume_refuses_a_finished_or_missing_run(tmp_path, capsys):
 
     assert main(["run", f"resume={tmp_path / 'nothing'}"]) == 2
     assert "no unfinished run folder" in capsys.readouterr().err
+
+
+def test_resume_keeps_finished_folds_and_redoes_the_interrupted_one(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    import stgen.run
+
+    spec = importlib.util.spec_from_file_location("cli_error_cases", Path(__file__).with_name("test_cli_errors.py"))
+    cases = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = cases  # its dataclasses look their module up
+    spec.loader.exec_module(cases)
+    make_hest = cases.make_hest
+    from stgen.cli import main
+
+    root = make_hest(tmp_path / "hest")
+    args = ["run", "data=hest", f"data.root={root}", "features=handcrafted", "encoder=gnn", "generator=regression",
+            "prior=zero", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "eval.ridge=false"]
+    monkeypatch.chdir(tmp_path)
+    assert main([*args, "output_dir=full"]) == 0
+    real = stgen.run.train_fold
+    calls = []
+
+    def interrupted(cfg, bundle, fold, fold_dir):
+        calls.append(fold.name)
+        if fold.name == "fold1":
+            raise KeyboardInterrupt  # Ctrl-C (or a pre-emption) while the second fold trains
+        return real(cfg, bundle, fold, fold_dir)
+
+    monkeypatch.setattr(stgen.run, "train_fold", interrupted)
+    assert main([*args, "output_dir=cut"]) == 130
+    assert (tmp_path / "cut.incomplete" / "fold0" / "fold_result.json").is_file()
+    monkeypatch.setattr(stgen.run, "train_fold", lambda *a: calls.append(a[2].name) or real(*a))
+    assert main(["run", "resume=cut.incomplete"]) == 0
+    assert calls == ["fold0", "fold1", "fold1"]  # the finished fold was not trained again
+    full = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    for a, b in zip(full["folds"], cut["folds"], strict=True):
+        for key in ("fold", "best_epoch", "pearson", "mse"):
+            assert a[key] == b[key], (key, a[key], b[key])
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == sorted(p.name for p in (tmp_path / "full").iterdir())
