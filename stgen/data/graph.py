@@ -124,19 +124,24 @@ def _keep_ties(pos: Tensor, src: Tensor, dst: Tensor, k: int, rtol: float, n: in
         ``(edge_index [2, E'], saturated [N] bool)``: ``saturated[i]`` when no candidate of spot ``i`` is
         clearly beyond its threshold (more tied spots may lie beyond the candidates).
     """
+    if dst.numel() > 1 and not bool((dst[1:] >= dst[:-1]).all()):  # the searches return them grouped already
+        order = torch.argsort(dst, stable=True)
+        src, dst = src[order], dst[order]
     p64 = pos.to(torch.float64)
     d = (p64[src] - p64[dst]).norm(dim=-1)
-    order = torch.argsort(d, stable=True)
-    order = order[torch.argsort(dst[order], stable=True)]  # grouped by spot, by distance within a spot
-    src, dst, d = src[order], dst[order], d[order]
     counts = torch.bincount(dst, minlength=n)
     starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(dst.numel(), device=dst.device) - starts[dst]
-    kth = torch.zeros(n, dtype=d.dtype, device=d.device)
     has = counts > 0
-    kth[has] = d[starts[has] + counts[has].clamp(max=k) - 1]
+    # candidate distances of each spot as one padded row, sorted: the k-th is a column of it
+    row = torch.cumsum(has.long(), 0) - 1
+    width = int(counts.max()) if dst.numel() else 0
+    table = torch.full((int(has.sum()), width), float("inf"), dtype=d.dtype, device=d.device)
+    table[row[dst], torch.arange(dst.numel(), device=dst.device) - starts[dst]] = d
+    table = table.sort(dim=1).values
+    kth = torch.zeros(n, dtype=d.dtype, device=d.device)
+    kth[has] = table[torch.arange(table.size(0), device=d.device), counts[has].clamp(max=k) - 1]
     thr = kth * (1.0 + rtol)
-    keep = (rank < k) | (d <= thr[dst])
+    keep = d <= thr[dst]  # the k nearest (at or below the k-th distance) and their ties
     if coarse is None:
         beyond = ~keep
     else:
