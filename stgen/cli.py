@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -11,10 +12,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from stgen.errors import UserInputError, one_line
+
 EXIT_USER_ERROR = 2
+#: set STGEN_DEBUG=1 to see the traceback of a user error too
+DEBUG_ENV = "STGEN_DEBUG"
 
 
-class UserError(Exception):
+class UserError(UserInputError):
     """An error caused by the user's input: printed as one message, exit code 2."""
 
 
@@ -79,12 +84,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             out_dir = sweep_dir / f"{i}-{run_label([o for o in combo if '=' in o])}"
         try:
             res = run(cfg, combo, out_dir=out_dir)
-        except (ConfigError, RegistryError, FileExistsError, FileNotFoundError, ValueError) as exc:
-            raise UserError(str(exc)) from None
+        except (ConfigError, RegistryError) as exc:  # other errors about the input are UserInputErrors
+            raise UserError(str(exc)) from exc
         if not res.primary:  # a DDP worker process: rank 0 reports
             continue
         results.append(res)
-        _print_run(res, cfg)
+        _print_run(res, res.config or cfg)
     if args.multirun and results:
         from stgen.run import _write_csv
 
@@ -298,8 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_third_party_warnings(lightning=args.command not in LIGHT_COMMANDS and not getattr(args, "cfg", None))
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"stgen {args.command}: error: {exc}", file=sys.stderr)
+    except UserInputError as exc:  # only errors about the user's input; anything else keeps its traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"stgen {args.command}: error: {one_line(exc, 2000)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

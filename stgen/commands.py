@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -24,7 +25,6 @@ def _predict_parser(sub: Any) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from stgen.cli import UserError
-    from stgen.data.slide import SlideError
     from stgen.predict import predict_files
     from stgen.registry import RegistryError
 
@@ -38,8 +38,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         written = predict_files(args.checkpoint, args.inputs, args.out, feature_key=args.feature_key,
                                 n_samples=args.n_samples, steps=args.steps, seed=args.seed,
                                 chunk_size=args.chunk_size)
-    except (FileNotFoundError, FileExistsError, SlideError, RegistryError, ValueError, OSError) as exc:
-        raise UserError(str(exc)) from None
+    except (RegistryError, PermissionError) as exc:  # UserInputErrors (bad files, options) pass through
+        raise UserError(str(exc)) from exc
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -70,15 +70,19 @@ READERS: dict[str, Callable[[argparse.Namespace], Any]] = {"legacy-st": _read_le
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from stgen.cli import UserError
-    from stgen.data.convert import convert_to_hest
-    from stgen.data.slide import SlideError
+    from stgen.data.convert import _check_output, convert_to_hest
 
+    if args.n_genes < 1:
+        raise UserError(f"--n-genes must be >= 1, got {args.n_genes}")
+    if not args.patch_um > 0:
+        raise UserError(f"--patch-um must be > 0 micrometres, got {args.patch_um}")
+    _check_output(Path(args.out))  # before reading anything (reading sections takes minutes)
     try:
         pairs = READERS[args.format](args)
         out = convert_to_hest(pairs, args.out, split_by=args.split_by, n_genes=args.n_genes,
                               include_genes=args.include_genes)
-    except (FileNotFoundError, FileExistsError, SlideError, ValueError, OSError) as exc:
-        raise UserError(str(exc)) from None
+    except PermissionError as exc:  # UserInputErrors (bad files, options) pass through
+        raise UserError(f"{exc}; choose a folder you can write to") from exc
     n_spots = sum(a.n_obs for a, _ in pairs)
     print(f"wrote {out}: {len(pairs)} slides, {n_spots} spots, split by {args.split_by}")
     command = f"stgen run data=hest data.root={out} features=efficientnet_lite0"
@@ -131,7 +135,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from stgen.cli import UserError
     from stgen.config import ConfigError, compose_run
     from stgen.data.hest import read_hest
-    from stgen.data.slide import SlideError
     from stgen.registry import RegistryError
 
     overrides = list(args.overrides)
@@ -141,8 +144,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         spec = OmegaConf.to_container(compose_run(overrides).features, resolve=True)
         name = spec.pop("name")
         ds = read_hest(args.root, feature_backend=name, backend_params=spec, cache_dir=args.cache_dir)
-    except (ConfigError, RegistryError, FileNotFoundError, SlideError, ValueError, OSError, ImportError) as exc:
-        raise UserError(str(exc)) from None
+    except (ConfigError, RegistryError, PermissionError, ImportError) as exc:  # UserInputErrors pass through
+        raise UserError(str(exc)) from exc
     for sid, path in sorted(ds.embedding_paths.items()):
         print(f"{sid}: {ds.slides[sid].n_obs} spots -> {path}")
     return 0
@@ -164,28 +167,32 @@ def _plot_parser(sub: Any) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import anndata as ad
-
     from stgen import plot
     from stgen.cli import UserError
+    from stgen.io import read_h5ad
 
     out = Path(args.out)
     if out.exists():
         raise UserError(f"{out} exists; choose another --out")
     if args.kind != "pearson" and not args.genes:
         raise UserError(f"--kind {args.kind} needs --genes, e.g. --genes ERBB2 GATA3")
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UserError(f"--out {out}: the figure must end in .png, .pdf or .svg")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    adata = read_h5ad(args.prediction, what="prediction")
+    if "spatial" not in adata.obsm and args.kind == "maps":
+        raise UserError(f"{args.prediction}: no obsm['spatial'] (spot coordinates); plot a file written by "
+                        "`stgen predict` or a run's predictions/")
     try:
-        adata = ad.read_h5ad(args.prediction)
         if args.kind == "maps":
             path = plot.spatial_maps(adata, args.genes, out, key=args.key, scale=args.scale)
         elif args.kind == "pearson":
             path = plot.pearson_bars(adata, out, key=args.key)
         else:
             path = plot.predicted_vs_measured(adata, args.genes, out, key=args.key)
-    except (FileNotFoundError, FileExistsError, ValueError, OSError) as exc:
-        raise UserError(str(exc)) from None
+    except ValueError as exc:  # the plot functions raise ValueError only for genes/layers the file lacks
+        raise UserError(f"{args.prediction}: {exc}") from exc
     print(f"wrote {path}")
     return 0
 

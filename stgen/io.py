@@ -1,23 +1,52 @@
-"""Writing AnnData safely."""
+"""Reading and writing AnnData safely: one clear error for an unreadable file, no partial file on failure."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import anndata as ad
 
+from stgen.errors import MissingInputError, reading
+
+H5AD_FIX = "check that it is a complete .h5ad written by anndata (re-copy or re-write it)"
+
+
+def read_h5ad(path: str | Path, what: str = "slide", backed: str | None = None) -> ad.AnnData:
+    """``anndata.read_h5ad`` that names the file in every failure (missing, not HDF5, truncated, corrupt).
+
+    Args:
+        path: the ``.h5ad`` file.
+        what: what the file is, for messages (``"slide"``, ``"prediction"``).
+        backed: passed to anndata (``"r"`` reads ``X`` lazily).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{what} {path} does not exist; give the path of an existing .h5ad file")
+    with reading(path, f"an AnnData .h5ad {what}", H5AD_FIX):
+        return ad.read_h5ad(path, backed=backed)
+
 
 def write_h5ad(adata: ad.AnnData, path: Path) -> None:
-    """Write atomically (temporary file + rename); pandas' string arrays (default in pandas 3) are allowed."""
-    tmp = path.with_name(path.name + ".tmp")
-    if hasattr(ad.settings, "allow_write_nullable_strings"):
-        with ad.settings.override(allow_write_nullable_strings=True):
+    """Write atomically: a temporary file in the same folder, renamed into place.
+
+    On any failure or interruption (Ctrl-C included) the temporary file is removed, so neither a partial
+    ``path`` nor a ``.tmp`` file is left. pandas' string arrays (default in pandas 3) are allowed.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        if hasattr(ad.settings, "allow_write_nullable_strings"):
+            with ad.settings.override(allow_write_nullable_strings=True):
+                adata.write_h5ad(tmp)
+        else:
             adata.write_h5ad(tmp)
-    else:
-        adata.write_h5ad(tmp)
-    os.replace(tmp, path)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def h5ad_safe(value: Any) -> Any:

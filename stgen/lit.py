@@ -98,10 +98,9 @@ class STGenLightning(pl.LightningModule):
     @classmethod
     def check_sources(cls, checkpoint_path: str) -> None:
         """Raise a clear error when a checkpoint needs a component whose package is not installed."""
-        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        msg = missing_sources(ckpt.get("hyper_parameters", {}).get("sources") or {}, f"checkpoint {checkpoint_path}")
-        if msg:
-            raise RegistryError(msg)
+        from stgen.checkpoint import check_sources
+
+        check_sources(checkpoint_path)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         out = self.model.loss(batch)

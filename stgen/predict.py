@@ -92,16 +92,28 @@ class Prediction:
 
 
 def load_module(checkpoint: str | Path, map_location: str = "cpu"):
-    """Load a trained LightningModule; a missing plugin gives an error naming the package to install."""
-    from stgen.lit import STGenLightning
+    """Load a trained LightningModule (see :func:`stgen.checkpoint.load_module`).
 
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    # a checkpoint naming a component whose package is missing fails in the constructor, naming the package
-    module = STGenLightning.load_from_checkpoint(str(path), map_location=map_location)
-    module.eval()
-    return module
+    A missing file, a truncated or foreign file, a pickle the safe loader refuses or a missing plugin
+    package each give one error naming the checkpoint and the fix.
+    """
+    from stgen.checkpoint import load_module as load
+
+    return load(checkpoint, map_location=map_location)
+
+
+def _check_input(module: Any, adata: ad.AnnData, path: Path, feature_key: str) -> None:
+    """Refuse an input slide before anything is written: the Slide contract and the model's feature width."""
+    from stgen.data.slide import validate_slide
+    from stgen.errors import DataInputError
+
+    validate_slide(adata, feature_key=feature_key, require_counts=False, name=f"{path}")
+    width = np.asarray(adata.obsm[feature_key]).shape[1]
+    if width != module.hparams.in_dim:
+        raise DataInputError(
+            f"slide {path}: obsm['{feature_key}'] has {width} features but the model was trained on "
+            f"{module.hparams.in_dim}; extract features with the same backend as the training data"
+        )
 
 
 @torch.no_grad()
@@ -160,26 +172,47 @@ def to_anndata(adata: ad.AnnData, pred: Prediction, info: dict[str, Any]) -> ad.
 def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, **kwargs: Any) -> list[Path]:
     """Predict every input ``.h5ad`` and write ``<out_dir>/<name>.h5ad`` atomically; never overwrites."""
     from stgen import __version__
-    from stgen.io import write_h5ad
+    from stgen.errors import DataInputError, MissingInputError, OutputExistsError
+    from stgen.io import read_h5ad, write_h5ad
 
     out_dir = Path(out_dir)
-    targets = [out_dir / Path(p).name for p in inputs]
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputExistsError(f"--out {out_dir} exists and is not a folder; choose another --out folder")
+    names = [Path(p).name for p in inputs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataInputError(f"inputs {twice} share a file name and would write the same output; rename one")
+    targets = [out_dir / n for n in names]
     clash = [str(t) for t in targets if t.exists()]
     if clash:
-        raise FileExistsError(f"output file(s) exist: {', '.join(clash)}; choose another --out folder")
+        raise OutputExistsError(f"output file(s) exist: {', '.join(clash)}; choose another --out folder")
     for p in inputs:
         if not Path(p).is_file():
-            raise FileNotFoundError(f"input {p} does not exist")
+            raise MissingInputError(f"input {p} does not exist; give existing .h5ad slide files")
     module = load_module(checkpoint)
-    written = []
+    feature_key = kwargs.get("feature_key", FEATURE_KEY)
+    for p in inputs:  # every input is checked before the output folder is created
+        lazy = read_h5ad(p, backed="r")
+        try:
+            _check_input(module, lazy, Path(p), feature_key)
+        finally:
+            lazy.file.close()
+    written: list[Path] = []
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for src, dst in zip(inputs, targets, strict=True):
-        adata = ad.read_h5ad(src)
-        if "slide_id" not in adata.uns.get("stgen", {}):
-            adata.uns.setdefault("stgen", {})["slide_id"] = Path(src).stem
-        pred = predict_slide(module, adata, **kwargs)
-        info = {"checkpoint": str(checkpoint), "model_version": __version__, "model_spec": module.hparams.model_spec,
-                "n_samples": pred.n_samples, "seed": kwargs.get("seed", 0)}
-        write_h5ad(to_anndata(adata, pred, info), dst)
-        written.append(dst)
+    try:
+        for src, dst in zip(inputs, targets, strict=True):
+            adata = read_h5ad(src)
+            if "slide_id" not in adata.uns.get("stgen", {}):
+                adata.uns.setdefault("stgen", {})["slide_id"] = Path(src).stem
+            pred = predict_slide(module, adata, **kwargs)
+            info = {"checkpoint": str(checkpoint), "model_version": __version__,
+                    "model_spec": module.hparams.model_spec, "n_samples": pred.n_samples,
+                    "seed": kwargs.get("seed", 0)}
+            write_h5ad(to_anndata(adata, pred, info), dst)
+            written.append(dst)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     return written

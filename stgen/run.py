@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -20,6 +21,14 @@ from omegaconf import DictConfig, OmegaConf
 from stgen.config import compose_run
 from stgen.data.slide import patient_id
 from stgen.data.source import DATASETS, DataBundle, Fold
+from stgen.errors import (
+    ConfigInputError,
+    DataInputError,
+    MissingInputError,
+    OutputExistsError,
+    one_line,
+    safe_name,
+)
 from stgen.io import h5ad_safe, write_h5ad
 
 SELECTION_LABELS = {"val": "validation split of the training slides",
@@ -36,6 +45,7 @@ class RunResult:
         rows: one metrics row per fold.
         summary: mean (and std over folds) of the main metrics.
         primary: False in a DDP worker process (rank > 0), which writes and reports nothing.
+        config: the config the run used (the saved one for a resumed run).
     """
 
     output_dir: Path
@@ -43,6 +53,7 @@ class RunResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     primary: bool = True
+    config: DictConfig | None = None
 
 
 def model_spec(cfg: DictConfig) -> dict[str, dict[str, Any]]:
@@ -53,26 +64,129 @@ def build_data(cfg: DictConfig) -> DataBundle:
     """The one place a data config becomes a :class:`DataBundle`."""
     params = OmegaConf.to_container(cfg.data, resolve=True)
     name = params.pop("name")
-    source = DATASETS.get(name)(**params)
+    try:
+        source = DATASETS.get(name)(**params)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, DataInputError | MissingInputError):
+            raise
+        raise ConfigInputError(str(exc) if str(exc).startswith("data") else f"data={name}: {exc}") from exc
     if cfg.get("features") is not None and hasattr(source, "features_spec"):
         source.features_spec = OmegaConf.to_container(cfg.features, resolve=True)
     bundle = source.load()
-    bundle.validate()
+    try:
+        bundle.validate()
+    except ValueError as exc:
+        if isinstance(exc, DataInputError):
+            raise
+        raise DataInputError(f"data={name}: {exc}") from exc
     return bundle
 
 
+def validate_run_config(cfg: DictConfig) -> None:
+    """Check the training options before any data is read or any folder is created.
+
+    Raises:
+        ConfigInputError: naming the option, the value and the valid range.
+    """
+    import pytorch_lightning as pl
+
+    checks = [
+        ("trainer.max_epochs", cfg.trainer.max_epochs, lambda v: v >= 1, ">= 1"),
+        ("trainer.patience", cfg.trainer.patience, lambda v: v >= 0, ">= 0"),
+        ("trainer.check_val_every_n_epoch", cfg.trainer.check_val_every_n_epoch, lambda v: v >= 1, ">= 1"),
+        ("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, lambda v: v >= 1, ">= 1"),
+        ("trainer.gradient_clip_val", cfg.trainer.gradient_clip_val, lambda v: v is None or v >= 0, ">= 0 or null"),
+        ("train.batch_size", cfg.train.batch_size, lambda v: v >= 1, ">= 1"),
+        ("train.crops_per_slide", cfg.train.crops_per_slide, lambda v: v >= 0, ">= 0 (0: whole slides)"),
+        ("train.crop_min", cfg.train.crop_min, lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("train.num_workers", cfg.train.num_workers, lambda v: v >= 0, ">= 0"),
+        ("optim.lr", cfg.optim.lr, lambda v: v > 0 and v == v, "> 0"),
+        ("optim.weight_decay", cfg.optim.weight_decay, lambda v: v >= 0, ">= 0"),
+    ]
+    for key, value, ok, valid in checks:
+        if not ok(value):
+            raise ConfigInputError(f"{key}={value} is invalid; it must be {valid}")
+    if cfg.eval.select_on not in SELECTION_LABELS:
+        raise ConfigInputError(f"eval.select_on={cfg.eval.select_on!r} is invalid; choose one of {list(SELECTION_LABELS)}")
+    t = cfg.trainer
+    try:  # Lightning checks accelerator, devices, precision and strategy when a Trainer is built
+        pl.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+                   num_nodes=t.num_nodes, precision=t.precision, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False)
+    except Exception as exc:  # noqa: BLE001 - any refusal of these options is about the options
+        raise ConfigInputError(
+            f"trainer options accelerator={t.accelerator} devices={t.devices} strategy={t.strategy} "
+            f"precision={t.precision} are refused by Lightning ({one_line(exc, 200)}); fix the trainer.* overrides"
+        ) from exc
+
+
+INCOMPLETE = ".incomplete"
+#: written into a fold folder when the fold finished (a resumed run skips it)
+FOLD_DONE = "fold_result.json"
+#: label, overrides, process id and start time of a run, written when its folder is claimed
+RUN_INFO = "run.json"
+
+
+def partial_dir(out: Path) -> Path:
+    """The folder a run writes into until it finishes: ``<out>.incomplete``."""
+    return out.with_name(out.name + INCOMPLETE)
+
+
+def check_output_dir(cfg: DictConfig) -> None:
+    """Refuse an ``output_dir`` that holds a finished or an unfinished run (before any work is done)."""
+    if not cfg.output_dir:
+        return
+    out = Path(cfg.output_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExistsError(f"output directory {out} exists and is not empty; choose another output_dir")
+    if partial_dir(out).exists():
+        raise OutputExistsError(
+            f"{partial_dir(out)} holds an unfinished run (running now, or killed); continue it with "
+            f"`stgen run resume={partial_dir(out)}`, or remove it, or choose another output_dir"
+        )
+
+
+def claim_output_dir(cfg: DictConfig, label: str, out: Path | None = None) -> tuple[Path, Path]:
+    """Atomically claim a run folder: ``(final path, the .incomplete folder now owned by this run)``.
+
+    The ``.incomplete`` folder is created with an exclusive ``mkdir``, so two runs started at the same
+    moment never share (or delete) a folder: with an automatic name the loser takes the next free
+    suffix (``-1``, ``-2``...); with an explicit ``output_dir`` it stops with an error.
+    """
+    explicit = out is not None or bool(cfg.output_dir)
+    base = out if out is not None else (
+        Path(cfg.output_dir) if cfg.output_dir
+        else Path("outputs") / f"{datetime.now().strftime('%Y-%m-%d/%H-%M-%S')}-{label}")
+    for i in range(10_000):
+        cand = base if i == 0 else Path(f"{base}-{i}")
+        partial = partial_dir(cand)
+        if not (cand.exists() and (not cand.is_dir() or any(cand.iterdir()))):
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.mkdir(partial)
+            except FileExistsError:
+                pass
+            else:
+                if not (cand.exists() and any(cand.iterdir())):  # finished by another run in between
+                    return cand, partial
+                partial.rmdir()
+        if explicit:
+            check_output_dir(OmegaConf.create({"output_dir": str(cand)}))
+            raise OutputExistsError(f"output directory {cand} is taken; choose another output_dir")
+    raise OutputExistsError(f"no free run folder next to {base}; clean up outputs/")
+
+
 def new_output_dir(cfg: DictConfig, label: str) -> Path:
+    """The folder a new run would write to (checked, not claimed; :func:`claim_output_dir` claims it)."""
     if cfg.output_dir:
-        out = Path(cfg.output_dir)
-    else:
-        stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
-        out = Path("outputs") / f"{stamp}-{label}"
-        i = 1
-        while out.exists():
-            out = Path(f"{out}-{i}")
-            i += 1
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"output directory {out} exists and is not empty; choose another output_dir")
+        check_output_dir(cfg)
+        return Path(cfg.output_dir)
+    stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+    out = Path("outputs") / f"{stamp}-{label}"
+    i = 1
+    while out.exists() or partial_dir(out).exists():
+        out = Path(f"{out}-{i}")
+        i += 1
     return out
 
 
@@ -107,6 +221,7 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
+    from stgen.callbacks import RngState
     from stgen.data.datamodule import SlideDataModule
     from stgen.lit import STGenLightning
     from stgen.model import graph_k
@@ -129,21 +244,22 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
     module.model.prior.fit(counts.round())
     ckpt_cb = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor="val/pearson",
                               mode="max", save_top_k=1, save_last=True)
+    resume_from = fold_checkpoint(cfg, fold_dir)
     tcfg = cfg.trainer
     trainer = pl.Trainer(
         max_epochs=tcfg.max_epochs, accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy,
         num_nodes=tcfg.num_nodes, precision=tcfg.precision, gradient_clip_val=tcfg.gradient_clip_val,
         log_every_n_steps=tcfg.log_every_n_steps, enable_progress_bar=tcfg.enable_progress_bar,
         check_val_every_n_epoch=tcfg.check_val_every_n_epoch, deterministic=tcfg.deterministic,
-        callbacks=[ckpt_cb, EarlyStopping(monitor="val/pearson", mode="max", patience=tcfg.patience)],
-        logger=CSVLogger(fold_dir, name="logs", version=""), default_root_dir=fold_dir,
-        enable_model_summary=False,
+        callbacks=[ckpt_cb, EarlyStopping(monitor="val/pearson", mode="max", patience=tcfg.patience), RngState()],
+        logger=CSVLogger(fold_dir, name="logs", version=log_version(fold_dir, resume_from)), default_root_dir=fold_dir,
+        enable_model_summary=False, num_sanity_val_steps=0 if resume_from else 2,
     )
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*Trying to infer the `batch_size`.*")
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True)
         fit_s = time.perf_counter() - t0
         best = ckpt_cb.best_model_path or None
         trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
@@ -177,10 +293,28 @@ def _best_epoch(cb: Any) -> int | None:
     path = getattr(cb, "best_model_path", "")
     if not path:
         return None
-    import torch
+    from stgen.checkpoint import read_checkpoint
 
     # Lightning counts epochs from 0; outputs count them from 1 (``epochs`` is the number trained)
-    return int(torch.load(path, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
+    return int(read_checkpoint(path).get("epoch", -1)) + 1
+
+
+def fold_checkpoint(cfg: DictConfig, fold_dir: Path) -> str | None:
+    """The checkpoint a fold continues from: its own ``last.ckpt`` when resuming, else ``ckpt_path``."""
+    if cfg.get("resume"):
+        last = fold_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    return cfg.ckpt_path or None
+
+
+def log_version(fold_dir: Path, resume_from: str | None) -> str:
+    """CSV log folder: ``logs/`` for a new fold; ``logs/resume-<i>/`` for each continuation (nothing lost)."""
+    if not resume_from or not (fold_dir / "logs").exists():
+        return ""
+    i = 1
+    while (fold_dir / "logs" / f"resume-{i}").exists():
+        i += 1
+    return f"resume-{i}"
 
 
 def _write_predictions(cfg: DictConfig, bundle: DataBundle, module: Any, out: Path) -> None:
@@ -194,7 +328,7 @@ def _write_predictions(cfg: DictConfig, bundle: DataBundle, module: Any, out: Pa
         a.uns["stgen"] = {**dict(src.uns.get("stgen", {})), "config": OmegaConf.to_container(cfg, resolve=True),
                           "genes": list(bundle.genes), "target": "log1p counts"}
         a.uns["stgen"] = h5ad_safe(dict(a.uns["stgen"]))
-        write_h5ad(a, out / f"{pred.slide_id}.h5ad")
+        write_h5ad(a, out / f"{safe_name(pred.slide_id, 'slide id', 'predictions')}.h5ad")
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -241,52 +375,132 @@ def _run_worker(cfg: DictConfig, bundle: DataBundle, label: str, out: Path) -> R
     partial = Path(os.environ.get(RUN_DIR_ENV) or out.with_name(out.name + ".incomplete"))
     for fold in bundle.folds:
         fold_dir = partial if len(bundle.folds) == 1 else partial / fold.name
+        if (fold_dir / FOLD_DONE).is_file():  # finished before an interruption: rank 0 skips it too
+            continue
         train_fold(cfg, bundle, fold, fold_dir)
     return RunResult(output_dir=out, label=label, primary=False)
+
+
+#: overrides that may accompany ``resume=`` (they change no result)
+RESUME_ALLOWED = ("resume=", "trainer.enable_progress_bar=")
+
+
+def resume_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> DictConfig:
+    """The saved config of the run named by ``cfg.resume``, with ``resume`` set to its ``.incomplete`` folder.
+
+    ``resume`` may name the ``.incomplete`` folder or the run folder it will become.
+
+    Raises:
+        ConfigInputError: other overrides given with ``resume=`` (a resumed run keeps its config).
+        MissingInputError: no unfinished run there.
+    """
+    extra = [o for o in overrides if not o.startswith(RESUME_ALLOWED)]
+    if extra:
+        raise ConfigInputError(
+            f"resume= continues a run with the config it was started with; drop the other overrides {extra}"
+        )
+    given = Path(str(cfg.resume))
+    partial = given if given.name.endswith(INCOMPLETE) else partial_dir(given)
+    if not partial.is_dir():
+        done = given.with_name(given.name[: -len(INCOMPLETE)]) if given.name.endswith(INCOMPLETE) else given
+        if (done / "metrics.json").is_file():
+            raise MissingInputError(f"resume={given}: the run {done} has finished; there is nothing to resume")
+        raise MissingInputError(
+            f"resume={given}: no unfinished run folder {partial}; give the <run>.incomplete folder of a run that "
+            "was interrupted"
+        )
+    saved = partial / "config.yaml"
+    if not saved.is_file():
+        raise MissingInputError(f"resume={given}: {saved} is missing, so the run cannot be continued; start it anew")
+    try:
+        old = OmegaConf.load(saved)
+        if not isinstance(old, DictConfig) or not all(k in old for k in ("encoder", "data", "trainer")):
+            raise ValueError("not a stgen run config")
+    except Exception as exc:  # noqa: BLE001 - an unreadable saved config is a damaged run folder
+        raise DataInputError(f"resume={given}: {saved} cannot be read ({one_line(exc, 160)}); start the run anew") from exc
+    old.resume = str(partial)
+    old.ckpt_path = None  # an interrupted run continues from its own checkpoints
+    for o in overrides:
+        if o.startswith("trainer.enable_progress_bar="):
+            old.trainer.enable_progress_bar = OmegaConf.from_dotlist([o]).trainer.enable_progress_bar
+    return old
 
 
 def run(cfg: DictConfig, overrides: Sequence[str] = (), out_dir: Path | None = None) -> RunResult:
     """Train and evaluate every fold of the configured dataset; write all outputs to ``out_dir``.
 
+    Everything the user gave is checked first (options, data, model components); only then is the run
+    folder claimed (``<out>.incomplete``, atomically) and training starts; the folder is renamed to
+    ``<out>`` when every fold has finished. ``resume=<run>.incomplete`` continues an interrupted run in its
+    own folder: finished folds are kept, the interrupted fold continues from its ``last.ckpt`` with the
+    checkpoint and early-stopping state (best score, best checkpoint, patience) and random streams restored.
+
     Under DDP only rank 0 creates, writes and renames the output folder; the other ranks train in step.
     """
     label = run_label(overrides)
+    if cfg.get("resume"):
+        cfg = resume_config(cfg, overrides)
+        try:
+            label = json.loads((Path(cfg.resume) / RUN_INFO).read_text())["label"]
+        except (OSError, ValueError, KeyError):
+            label = partial_dir_target(Path(cfg.resume)).name
     if launched_rank() > 0:
         out = Path(os.environ[RUN_DIR_ENV]).with_suffix("") if os.environ.get(RUN_DIR_ENV) else Path(".")
         return _run_worker(cfg, build_data(cfg), label, out)
-    out = out_dir or new_output_dir(cfg, label)
+    validate_run_config(cfg)
+    if not cfg.get("resume") and out_dir is None:
+        check_output_dir(cfg)
+    if cfg.ckpt_path and cfg.get("resume"):
+        raise ConfigInputError("give either resume=<run folder> or ckpt_path=<checkpoint>, not both")
+    if cfg.ckpt_path:
+        from stgen.checkpoint import read_checkpoint
+
+        read_checkpoint(cfg.ckpt_path)  # a missing, truncated or foreign file is refused before any work
     bundle = build_data(cfg)  # data errors surface before any output is written
     if cfg.ckpt_path and len(bundle.folds) > 1:
-        raise ValueError(f"ckpt_path resumes one fold, but the data has {len(bundle.folds)} folds; choose the fold of "
-                         "the checkpoint (e.g. data.fold=<i> for data=hest)")
-    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path {cfg.ckpt_path} does not exist")
+        raise ConfigInputError(
+            f"ckpt_path resumes one fold, but the data has {len(bundle.folds)} folds; choose the fold of the "
+            "checkpoint (e.g. data.fold=<i> for data=hest), or continue a whole run with resume=<run folder>")
     if cfg.eval.select_on == "val":
         lacking = [f.name for f in bundle.folds if not f.val]
         if lacking:
-            raise ValueError(
+            raise DataInputError(
                 f"fold(s) {', '.join(lacking)} have no validation slides to select the model on (too few training "
                 "slides or patients); use leave-one-section-out folds, add slides, or set eval.select_on=test "
                 "(selection on the test fold, labelled as such)"
             )
     from stgen.model import build_model
 
-    build_model(model_spec(cfg), in_dim=next(iter(bundle.slides.values())).obsm[bundle.feature_key].shape[1],
-                n_genes=len(bundle.genes))  # component errors surface before any output is written
-    partial = out.with_name(out.name + ".incomplete")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    os.environ[RUN_DIR_ENV] = str(partial.resolve())  # inherited by DDP worker processes
-    started = False
-    try:
+    try:  # component errors surface before any output is written
+        build_model(model_spec(cfg), in_dim=next(iter(bundle.slides.values())).obsm[bundle.feature_key].shape[1],
+                    n_genes=len(bundle.genes))
+    except ValueError as exc:
+        raise ConfigInputError(f"model components: {exc}") from exc
+    if cfg.get("resume"):
+        partial = Path(cfg.resume)
+        out = partial_dir_target(partial)
+        _take_over(partial)
+        print(f"resuming {partial}", file=sys.stderr)
+    else:
+        out, partial = claim_output_dir(cfg, label, out_dir)
         (partial / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        _write_json(partial / RUN_INFO, {"label": label, "overrides": list(overrides), **_owner()})
+        print(f"run folder: {partial} (renamed to {out.name} when finished; if interrupted, continue it with "
+              f"`stgen run resume={partial}`)", file=sys.stderr)
+    os.environ[RUN_DIR_ENV] = str(partial.resolve())  # inherited by DDP worker processes
+    started = bool(cfg.get("resume"))
+    try:
         rows = []
         for fold in bundle.folds:
             fold_dir = partial if len(bundle.folds) == 1 else partial / fold.name
+            done = fold_dir / FOLD_DONE
+            if done.is_file():  # finished before the interruption
+                rows.append(json.loads(done.read_text()))
+                continue
             fold_dir.mkdir(parents=True, exist_ok=True)
             started = True
             rows.append({"run": label, **train_fold(cfg, bundle, fold, fold_dir)})
+            _write_json(done, rows[-1])
         summary = summarise(rows)
         # the run-level file keeps every fold's full record (per-slide Pearson, train/val/test slides): with
         # one fold it takes the fold's place, so it must lose nothing
@@ -299,10 +513,46 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), out_dir: Path | None = N
             shutil.rmtree(partial, ignore_errors=True)
         raise
     if out.exists():
-        out.rmdir()
+        out.rmdir()  # an empty folder (claimed names are checked); a non-empty one makes os.replace fail
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(partial, out)
-    return RunResult(output_dir=out, label=label, rows=rows, summary=summary)
+    return RunResult(output_dir=out, label=label, rows=rows, summary=summary, config=cfg)
+
+
+def _owner() -> dict[str, Any]:
+    import socket
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now().isoformat(timespec="seconds")}
+
+
+def _take_over(partial: Path) -> None:
+    """Record this process as the owner of an interrupted run; refuse while its owner is still running here."""
+    import socket
+
+    info_path = partial / RUN_INFO
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        info = {}
+    pid, host = info.get("pid"), info.get("host")
+    if isinstance(pid, int) and host == socket.gethostname() and pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, another user's
+            raise OutputExistsError(f"{partial} is still being written by process {pid}; wait for it to end") from None
+        else:
+            raise OutputExistsError(
+                f"{partial} is still being written by process {pid} on this machine; wait for it to end (or stop it) "
+                "before resuming"
+            )
+    _write_json(info_path, {**info, **_owner(), "resumed": int(info.get("resumed", 0)) + 1})
+
+
+def partial_dir_target(partial: Path) -> Path:
+    """The folder an ``<out>.incomplete`` folder becomes when its run finishes."""
+    return partial.with_name(partial.name[: -len(INCOMPLETE)])
 
 
 def run_overrides(overrides: Sequence[str]) -> RunResult:

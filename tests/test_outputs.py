@@ -48,7 +48,7 @@ def _pairs(patients: dict[str, str]):
         xy = np.arange(8, dtype=float).reshape(4, 2)
         slide = make_slide(np.ones((4, 3)), xy, slide=sid, genes=["a", "b", "c"], barcodes=[f"{sid}{i}" for i in range(4)],
                            patient=patient)
-        out.append((slide, Patches(np.zeros((4, 2, 2, 3), np.uint8), xy, list(slide.obs_names))))
+        out.append((slide, Patches(np.zeros((4, 16, 16, 3), np.uint8), xy, list(slide.obs_names))))
     return out
 
 

@@ -97,6 +97,7 @@ class RunConfig:
     output_dir: Optional[str] = None  # noqa: UP045
     name: Optional[str] = None  # noqa: UP045
     ckpt_path: Optional[str] = None  # noqa: UP045
+    resume: Optional[str] = None  # noqa: UP045 - an interrupted run's <out>.incomplete folder
     preset: Optional[str] = None  # noqa: UP045
 
 

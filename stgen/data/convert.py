@@ -24,6 +24,7 @@ from stgen.data.legacy_st import (
     read_legacy_st,
 )
 from stgen.data.slide import SPATIAL_KEY, SlideError, patient_id, slide_id, validate_slide
+from stgen.errors import ConfigInputError, MissingInputError, OutputExistsError, safe_name
 from stgen.io import write_h5ad
 
 SPLIT_MODES = ("patient", "section")
@@ -102,11 +103,11 @@ def _folds(ids: list[str], groups: list[str]) -> list[tuple[list[str], list[str]
 def _check_output(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
-            raise FileExistsError(f"output {str(out)!r} exists and is not a folder; choose another path")
+            raise OutputExistsError(f"output {str(out)!r} exists and is not a folder; choose another path")
         if any(out.iterdir()):
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"output folder {str(out)!r} exists and is not empty; refusing to overwrite it. Remove it or "
-                "choose another out_root"
+                "choose another output folder (-o)"
             )
 
 
@@ -147,12 +148,14 @@ def convert_to_hest(
         FileExistsError: ``out_root`` exists and is not empty.
     """
     if split_by not in SPLIT_MODES:
-        raise ValueError(f"split_by must be one of {SPLIT_MODES}, got {split_by!r}")
+        raise ConfigInputError(f"split_by must be one of {SPLIT_MODES}, got {split_by!r}")
+    if n_genes < 1:
+        raise ConfigInputError(f"n_genes must be >= 1, got {n_genes}")
     out = Path(out_root)
     _check_output(out)
     pairs = [(s, p) for s, p in slides_with_patches]
     if not pairs:
-        raise ValueError("convert_to_hest: no slides given")
+        raise ConfigInputError("convert_to_hest: no slides given")
     ids: list[str] = []
     for s, p in pairs:
         sid = slide_id(s, default="")
@@ -160,6 +163,7 @@ def convert_to_hest(
             raise SlideError(
                 "a slide has no uns['stgen']['slide_id']; build slides with make_slide(..., slide=...)"
             )
+        safe_name(sid, "slide id", "uns['stgen']['slide_id']")  # it names the files written
         if sid in ids:
             raise SlideError(f"slide id {sid!r} appears twice; slide ids must be unique")
         validate_slide(s, feature_key=None, name=sid)
@@ -234,10 +238,15 @@ def read_her2st(
         ``[(slide, patches), ...]`` ready for :func:`convert_to_hest`.
     """
     root = Path(root)
+    if not root.is_dir():
+        raise MissingInputError(f"input folder {root} does not exist; give the folder holding counts/, spots/, images/")
     if sections is None:
         sections = sorted(p.name.split(".")[0] for p in (root / "counts").glob("*.tsv*"))
     if not sections:
-        raise FileNotFoundError(f"{root}: no counts/*.tsv.gz files")
+        raise MissingInputError(f"{root}: no counts/*.tsv.gz files; give the folder holding counts/, spots/, images/")
+    sections = [safe_name(sec, "section", "--sections") for sec in sections]
+    if len(set(sections)) != len(sections):
+        raise ConfigInputError(f"--sections lists a section twice: {list(sections)}; list each once")
     out = []
     for sec in sections:
         slide = read_legacy_st(root, sec)

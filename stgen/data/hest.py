@@ -30,7 +30,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from stgen.data.slide import FEATURE_KEY, SPATIAL_KEY, UNS_KEY, SlideError, make_slide
+from stgen.data.slide import FEATURE_KEY, SPATIAL_KEY, UNS_KEY, SlideError, make_slide, validate_slide
+from stgen.errors import ConfigInputError, DataInputError, MissingInputError, reading, safe_name
+from stgen.io import read_h5ad
 
 if TYPE_CHECKING:
     from stgen.features.base import FeatureExtractor
@@ -40,6 +42,8 @@ PATCHES_DIR = "patches"
 SPLITS_DIR = "splits"
 EMBEDDINGS_DIR = "embeddings"
 DEFAULT_GENES_FILE = "var_50genes.json"
+#: smallest patch side (pixels) that shows any tissue structure to a backend; HEST patches are 224 x 224
+MIN_PATCH_PX = 16
 #: backend parameters that do not change the embeddings and are left out of the cache key
 NON_SEMANTIC_PARAMS = frozenset({"device", "batch_size"})
 
@@ -67,16 +71,21 @@ class Patches:
         self.barcodes = [str(b) for b in self.barcodes]
         n = len(self.barcodes)
         if self.img.dtype != np.uint8 or self.img.ndim != 4 or self.img.shape[-1] != 3:
-            raise ValueError(
+            raise DataInputError(
                 f"patches: img must be uint8 [N, H, W, 3], got {self.img.dtype} {self.img.shape}"
             )
         if self.img.shape[0] != n or self.coords.shape != (n, 2):
-            raise ValueError(
+            raise DataInputError(
                 f"patches: {n} barcodes but img has {self.img.shape[0]} patches and coords shape "
                 f"{self.coords.shape}"
             )
         if len(set(self.barcodes)) != n:
-            raise ValueError("patches: barcodes are not unique")
+            raise DataInputError("patches: barcodes are not unique; give every patch its spot's barcode")
+        if n and min(self.img.shape[1:3]) < MIN_PATCH_PX:
+            raise DataInputError(
+                f"patches: {self.img.shape[1]}x{self.img.shape[2]}-pixel patches are too small to embed (at least "
+                f"{MIN_PATCH_PX}x{MIN_PATCH_PX}; HEST uses 224x224 at 0.5 um/px); extract larger patches"
+            )
 
     def __len__(self) -> int:
         return len(self.barcodes)
@@ -109,21 +118,34 @@ def write_patches_h5(path: str | Path, patches: Patches) -> Path:
 
 
 def read_patch_index(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Barcodes and coordinates of a HEST patches file, without reading the images."""
+    """Barcodes and coordinates of a HEST patches file, without reading the images.
+
+    The file is checked: datasets present, ``img`` uint8 ``[N, H, W, 3]`` with patches of at least
+    :data:`MIN_PATCH_PX` pixels, as many coordinates and barcodes as patches, unique barcodes.
+    """
     path = Path(path)
-    try:
+    layout = ("a HEST patches file holds img (N, H, W, 3) uint8, coords (N, 2) and barcode (N, 1) bytes")
+    if not path.is_file():
+        raise MissingInputError(f"patches file {str(path)!r} does not exist; {layout}")
+    with reading(path, "an HDF5 patches file", f"re-create it ({layout})"):
         with h5py.File(path, "r") as f:
             missing = [k for k in ("img", "coords", "barcode") if k not in f]
             if missing:
-                raise SlideError(
-                    f"patches file {str(path)!r}: missing dataset(s) {missing}; a HEST patches file holds "
-                    "img (N, H, W, 3) uint8, coords (N, 2) and barcode (N, 1) bytes"
-                )
+                raise SlideError(f"patches file {str(path)!r}: missing dataset(s) {missing}; {layout}")
             barcodes = _decode(f["barcode"][:])
             coords = np.asarray(f["coords"][:], dtype=np.float64)
-            n_img = f["img"].shape[0]
-    except OSError as exc:
-        raise SlideError(f"patches file {str(path)!r} cannot be read as HDF5: {exc}") from exc
+            img = f["img"]
+            n_img, img_shape, img_dtype = img.shape[0], img.shape, img.dtype
+    if img_dtype != np.uint8 or len(img_shape) != 4 or img_shape[-1] != 3:
+        raise SlideError(
+            f"patches file {str(path)!r}: img is {img_dtype} {tuple(img_shape)}, but patches must be uint8 RGB "
+            "(N, H, W, 3) with values 0-255; convert them, e.g. (img * 255).round().astype('uint8') for floats in [0, 1]"
+        )
+    if min(img_shape[1:3]) < MIN_PATCH_PX:
+        raise SlideError(
+            f"patches file {str(path)!r}: {img_shape[1]}x{img_shape[2]}-pixel patches are too small to embed (at "
+            f"least {MIN_PATCH_PX}x{MIN_PATCH_PX}; HEST uses 224x224 at 0.5 um/px); re-extract larger patches"
+        )
     if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) != len(barcodes) or n_img != len(barcodes):
         raise SlideError(
             f"patches file {str(path)!r}: img has {n_img} patches, coords shape {coords.shape}, "
@@ -137,7 +159,7 @@ def read_patch_index(path: str | Path) -> tuple[list[str], np.ndarray]:
 def read_patches_h5(path: str | Path) -> Patches:
     """A whole HEST patches file in memory (images included)."""
     barcodes, coords = read_patch_index(path)
-    with h5py.File(path, "r") as f:
+    with reading(path, "an HDF5 patches file", "re-create it"), h5py.File(path, "r") as f:
         img = f["img"][:]
         um = f.attrs.get("um_per_px")
     return Patches(img=img, coords=coords, barcodes=barcodes, um_per_px=None if um is None else float(um))
@@ -262,17 +284,20 @@ def read_hest_splits(
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"HEST folder {str(root)!r} does not exist")
+        raise MissingInputError(f"HEST folder {str(root)!r} does not exist; give the folder holding splits/, st/, patches/")
     samples: dict[str, HestSample] = {}
     folds: list[tuple[int, list[str], list[str]]] = []
 
     def add_rows(csv: Path) -> list[str]:
-        df = pd.read_csv(csv)
+        with reading(csv, "a split csv", "it needs a header with sample_id (and patches_path, expr_path)"):
+            df = pd.read_csv(csv)
         if "sample_id" not in df.columns:
-            raise SlideError(f"{csv}: no 'sample_id' column (found {list(df.columns)})")
+            raise SlideError(f"{csv}: no 'sample_id' column (found {list(df.columns)}); add a sample_id column")
+        if df.empty:
+            raise SlideError(f"{csv}: lists no sample; every split file needs at least one sample_id")
         ids = []
         for _, row in df.iterrows():
-            sid = str(row["sample_id"])
+            sid = safe_name(row["sample_id"], "sample_id", str(csv))  # it names cache and prediction files
             ids.append(sid)
             if sid in samples:
                 continue
@@ -292,7 +317,7 @@ def read_hest_splits(
     if not folds:
         for d in EXPR_DIRS:
             for h5ad in sorted((root / d).glob("*.h5ad")):
-                sid = h5ad.stem
+                sid = safe_name(h5ad.stem, "sample name", str(h5ad))
                 if sid not in samples:
                     patches = _resolve(root, None, [root / PATCHES_DIR / f"{sid}.h5"], "patches", sid)
                     samples[sid] = HestSample(sid, sid, h5ad, patches)
@@ -309,7 +334,7 @@ def read_gene_panel(root: str | Path, genes_file: str | None = None) -> list[str
     if genes_file is not None:
         path = root / genes_file
         if not path.is_file():
-            raise FileNotFoundError(f"gene panel file {str(path)!r} does not exist")
+            raise MissingInputError(f"gene panel file {str(path)!r} does not exist; create it as {{\"genes\": [...]}}")
     else:
         path = root / DEFAULT_GENES_FILE
         if not path.is_file():
@@ -317,11 +342,15 @@ def read_gene_panel(root: str | Path, genes_file: str | None = None) -> list[str
             if len(found) != 1:
                 return []
             path = found[0]
-    with open(path) as f:
+    with reading(path, "a JSON gene panel", 'write it as {"genes": ["GENE1", ...]}'), open(path) as f:
         data = json.load(f)
     genes = data.get("genes") if isinstance(data, dict) else data
     if not isinstance(genes, list) or not all(isinstance(g, str) for g in genes):
-        raise SlideError(f'{path}: expected {{"genes": ["GENE1", ...]}}')
+        raise SlideError(f'{path}: expected {{"genes": ["GENE1", ...]}}; fix the file')
+    if not genes:
+        raise SlideError(f'{path}: the gene panel is empty; list the genes to predict, {{"genes": ["GENE1", ...]}}')
+    if len(set(genes)) != len(genes):
+        raise SlideError(f"{path}: the gene panel lists a gene twice; list each gene once")
     return genes
 
 
@@ -335,10 +364,7 @@ def read_hest_sample(sample: HestSample, *, warn: bool = True) -> tuple[ad.AnnDa
         SlideError: no barcode is shared by the expression and the patches file.
     """
     p_barcodes, coords = read_patch_index(sample.patches_path)
-    try:
-        expr = ad.read_h5ad(sample.expr_path)
-    except OSError as exc:
-        raise SlideError(f"expression file {str(sample.expr_path)!r} cannot be read as h5ad: {exc}") from exc
+    expr = read_h5ad(sample.expr_path, what=f"expression file of sample {sample.sample_id!r}")
     if not expr.obs_names.is_unique:
         raise SlideError(
             f"expression file {str(sample.expr_path)!r}: spot barcodes (obs_names) are not unique; "
@@ -459,7 +485,8 @@ def embedding_cache_path(
 ) -> Path:
     """``<cache_dir or root/embeddings>/<backend>-<hash>/<sample_id>.h5``."""
     base = Path(cache_dir) if cache_dir is not None else Path(root) / EMBEDDINGS_DIR
-    return base / backend_key(backend_name, backend_params) / f"{sample_id}.h5"
+    name = safe_name(sample_id, "sample_id", "embedding cache")
+    return base / backend_key(backend_name, backend_params) / f"{name}.h5"
 
 
 def _source_signature(path: Path) -> dict[str, Any]:
@@ -534,7 +561,7 @@ def ensure_embeddings(
     root = Path(root)
     ppath = Path(patches_path) if patches_path is not None else root / PATCHES_DIR / f"{sample_id}.h5"
     if not ppath.is_file():
-        raise FileNotFoundError(f"sample {sample_id!r}: patches file {str(ppath)!r} does not exist")
+        raise MissingInputError(f"sample {sample_id!r}: patches file {str(ppath)!r} does not exist; put it there")
     barcodes, coords = read_patch_index(ppath)
     path = embedding_cache_path(root, sample_id, backend_name, backend_params, cache_dir)
     expected = {
@@ -651,7 +678,7 @@ def read_hest(
         chosen = [f for f in folds if f[0] == task_fold]
         if not chosen:
             valid = [f[0] for f in folds]
-            raise ValueError(f"HEST folder {str(root)!r}: no fold {task_fold}; available folds: {valid}")
+            raise ConfigInputError(f"HEST folder {str(root)!r}: no fold {task_fold}; available folds: {valid}")
         folds = chosen
         wanted = list(dict.fromkeys(folds[0][1] + folds[0][2]))
     else:
@@ -659,7 +686,7 @@ def read_hest(
     if samples is not None:
         unknown = [s for s in samples if s not in all_samples]
         if unknown:
-            raise ValueError(
+            raise ConfigInputError(
                 f"HEST folder {str(root)!r}: unknown sample(s) {unknown}; known: {list(all_samples)}"
             )
         wanted = [s for s in wanted if s in set(samples)]
@@ -672,9 +699,13 @@ def read_hest(
     slides: dict[str, ad.AnnData] = {}
     alignment: dict[str, AlignmentReport] = {}
     emb_paths: dict[str, Path] = {}
+    read = {}
+    for sid in wanted:  # every sample is read and checked before any embedding is computed or cached
+        read[sid] = read_hest_sample(all_samples[sid])
+        validate_slide(read[sid][0], feature_key=None, require_counts=True, name=sid)
     for sid in wanted:
         sample = all_samples[sid]
-        slide, report = read_hest_sample(sample)
+        slide, report = read[sid]
         if backend is not None:
             name, params, factory = backend
             cached = ensure_embeddings(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from stgen.data.slide import patient_id
 from stgen.data.source import DATASETS, DataBundle, DataSource, Fold
+from stgen.errors import ConfigInputError, DataInputError, MissingInputError
 
 
 @DATASETS.register("hest")
@@ -31,7 +32,7 @@ class HestData(DataSource):
                  cache_dir: str = "", n_val: int = 1, feature_key: str = "features") -> None:
         super().__init__(feature_key=feature_key)
         if not root:
-            raise ValueError("data=hest needs data.root=<HEST-Bench folder> (and data.task=<task> for the bench root)")
+            raise ConfigInputError("data=hest needs data.root=<HEST-Bench folder> (and data.task=<task> for the bench root)")
         self.root = root
         self.task = task
         self.fold = fold
@@ -44,18 +45,24 @@ class HestData(DataSource):
         base = Path(self.root).expanduser()
         path = base / self.task if self.task else base
         if not (path / "splits").is_dir():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{path} is not a HEST-Bench task folder (no splits/ inside); set data.root to the folder holding "
                 "splits/, st/, patches/ (or the bench root plus data.task=<task>)"
             )
         return path
 
     def load(self) -> DataBundle:
-        from stgen.data.hest import read_hest
+        from stgen.data.hest import read_gene_panel, read_hest
 
+        task = self.task_dir()
+        if not read_gene_panel(task):  # checked before any embedding is computed
+            raise DataInputError(
+                f"HEST folder {task}: no gene panel file var_50genes.json (nor a single var_*genes.json); create "
+                '{"genes": ["GENE1", ...]} there (stgen convert writes it)'
+            )
         spec = dict(self.features_spec or {"name": self.default_features})
         backend = spec.pop("name")
-        ds = read_hest(self.task_dir(), None if self.fold < 0 else self.fold, feature_backend=backend,
+        ds = read_hest(task, None if self.fold < 0 else self.fold, feature_backend=backend,
                        backend_params=spec, feature_key=self.feature_key,
                        cache_dir=self.cache_dir or None)
         folds = []

@@ -26,6 +26,7 @@ from PIL import Image
 
 from stgen.data.hest import Patches
 from stgen.data.slide import SPATIAL_KEY, UNS_KEY, SlideError, make_slide
+from stgen.errors import MissingInputError, reading, safe_name
 
 #: centre-to-centre distance of adjacent spots on a legacy ST array
 LEGACY_ST_STEP_UM = 200.0
@@ -44,9 +45,10 @@ def open_image(path: str | Path) -> Image.Image:
     """Open (and decode once) a large histology image as RGB, lifting PIL's decompression-bomb limit."""
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-    img = Image.open(path)
-    img.load()
-    return img if img.mode == "RGB" else img.convert("RGB")
+    with reading(path, "an image", "re-copy the image file (it may be truncated) or convert it to JPEG/PNG/TIFF"):
+        img = Image.open(path)
+        img.load()
+        return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def find_section_image(root: str | Path, section: str) -> tuple[Path, float | None]:
@@ -62,27 +64,33 @@ def find_section_image(root: str | Path, section: str) -> tuple[Path, float | No
             return p, 1.0
     for p in sorted(images.glob(f"{section}_lowres.*")):
         return p, KNOWN_IMAGE_SCALES.get(p.name)
-    raise FileNotFoundError(
-        f"section {section!r}: no image in {images} ({section}.jpg or {section}_lowres.png)"
+    raise MissingInputError(
+        f"section {section!r}: no image in {images} ({section}.jpg or {section}_lowres.png); put it there"
     )
 
 
 def read_counts(path: str | Path) -> pd.DataFrame:
     """A legacy-ST counts table (spots x genes, first column the ``"{x}x{y}"`` spot id)."""
-    df = pd.read_csv(path, sep="\t", index_col=0)
-    df.index = df.index.astype(str)
+    with reading(path, "a tab-separated counts table", "re-copy it (it may be truncated) or fix its format"):
+        df = pd.read_csv(path, sep="\t", index_col=0)
+        df.index = df.index.astype(str)
+        if df.empty:
+            raise SlideError(f"counts table {path} has no spots or no genes; re-copy it")
+        df = df.astype(np.float32)
     return df
 
 
 def read_spot_table(path: str | Path) -> pd.DataFrame:
     """A ``*_selection.tsv`` spot table, indexed by the ``"{x}x{y}"`` array id."""
-    df = pd.read_csv(path, sep="\t")
-    missing = [c for c in _SELECTION_COLUMNS if c not in df.columns]
-    if missing:
-        raise SlideError(
-            f"{path}: missing column(s) {missing}; expected x y new_x new_y pixel_x pixel_y selected"
-        )
-    df.index = pd.Index([f"{int(x)}x{int(y)}" for x, y in zip(df["x"], df["y"], strict=True)])
+    with reading(path, "a tab-separated spot table", "re-copy it (it may be truncated) or fix its format"):
+        df = pd.read_csv(path, sep="\t")
+        missing = [c for c in _SELECTION_COLUMNS if c not in df.columns]
+        if missing:
+            raise SlideError(
+                f"{path}: missing column(s) {missing}; expected x y new_x new_y pixel_x pixel_y selected"
+            )
+        df[["pixel_x", "pixel_y"]] = df[["pixel_x", "pixel_y"]].astype(np.float64)
+        df.index = pd.Index([f"{int(x)}x{int(y)}" for x, y in zip(df["x"], df["y"], strict=True)])
     if not df.index.is_unique:
         df = df[~df.index.duplicated(keep="first")]
     return df
@@ -144,15 +152,17 @@ def read_legacy_st(
         ``image_scale``, ``um_per_px``, ``dropped_spots``.
     """
     root = Path(root)
+    section = safe_name(section, "section", str(root))
     counts_path = root / "counts" / f"{section}.tsv.gz"
     if not counts_path.is_file():
         alt = root / "counts" / f"{section}.tsv"
         if not alt.is_file():
-            raise FileNotFoundError(f"section {section!r}: counts file {counts_path} does not exist")
+            raise MissingInputError(f"section {section!r}: counts file {counts_path} does not exist; check the "
+                                    "section name (--sections) and the counts/ folder")
         counts_path = alt
     spots_path = root / "spots" / f"{section}_selection.tsv"
     if not spots_path.is_file():
-        raise FileNotFoundError(f"section {section!r}: spot table {spots_path} does not exist")
+        raise MissingInputError(f"section {section!r}: spot table {spots_path} does not exist; put it there")
     counts = read_counts(counts_path)
     spots = read_spot_table(spots_path)
     shared = counts.index[counts.index.isin(spots.index)]

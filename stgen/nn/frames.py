@@ -68,6 +68,28 @@ def local_frames(pos: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
     return centred, vecs
 
 
+#: a spot whose neighbourhood covariance has eigenvalues this close (relative) has no eigenframe
+ISOTROPY_RTOL = 1e-4
+
+
+def isotropic_spots(centred: Tensor, dst: Tensor, n: int, rtol: float = ISOTROPY_RTOL) -> Tensor:
+    """Spots whose neighbourhood covariance is isotropic (relative eigenvalue gap ``<= rtol``).
+
+    A full ring of neighbours (an interior spot of a perfect hex or square grid) has such a covariance:
+    its eigenvectors are arbitrary (set by floating-point noise), so an eigenframe would not turn with
+    the slide. :func:`frame_inputs` gives those spots frame-free inputs instead.
+
+    Shapes:
+        centred ``[E, 2]``, dst ``[E]`` -> ``[N]`` bool.
+    """
+    with torch.no_grad():
+        c = centred.detach()
+        outer = torch.stack([c[:, 0] * c[:, 0], c[:, 0] * c[:, 1], c[:, 1] * c[:, 1]], dim=-1)
+        a, b, d = scatter(outer, dst, dim=0, dim_size=n, reduce="mean").unbind(-1)
+        gap = torch.sqrt((a - d) ** 2 + 4 * b**2)
+        return gap <= rtol * (a + d)
+
+
 def frame_inputs(pos: Tensor, edge_index: Tensor, frame_averaging: bool = True) -> Tensor:
     """Per-edge inputs of the edge MLP, one row per frame.
 
@@ -75,6 +97,10 @@ def frame_inputs(pos: Tensor, edge_index: Tensor, frame_averaging: bool = True) 
     ``p_ij^(g) = r~_ij^T U_i diag(s_g)`` is the neighbour-centred relative vector in spot ``i``'s sign-
     flipped eigenframe and ``||r_ij||`` the norm of the uncentred ``r_ij = C_j - C_i``. Averaging a network
     over the 4 frames is invariant to rotations, reflections and translations of ``pos``.
+
+    A spot whose neighbourhood covariance is isotropic (:func:`isotropic_spots`, e.g. a full ring of
+    neighbours on a perfect grid) has no eigenframe; its edges get ``p_ij = (||r~_ij||, 0)`` in every frame
+    (each edge in its own frame), which keeps the inputs exactly invariant.
 
     Without it (ablation): a single "frame" ``[r_ij, ||r_ij||]`` holding the raw relative vector in slide
     coordinates: invariant to translations only, **not** to rotations or reflections.
@@ -98,6 +124,10 @@ def frame_inputs(pos: Tensor, edge_index: Tensor, frame_averaging: bool = True) 
         return torch.cat([rel, norm], dim=-1)[:, None].to(out_dtype)
     centred, vecs = local_frames(pos, edge_index)
     proj = torch.einsum("ec,ecf->ef", centred, vecs[dst])
+    iso = isotropic_spots(centred, dst, pos.size(0))[dst]
+    if bool(iso.any()):  # no eigenframe: each edge is seen in its own frame (distance only), invariant
+        along = centred[iso].norm(dim=-1)
+        proj[iso] = torch.stack([along, torch.zeros_like(along)], dim=-1)
     signs = torch.tensor(FRAME_SIGNS, dtype=pos.dtype, device=pos.device)
     framed = proj[:, None, :] * signs[None]
     return torch.cat([framed, norm[:, None, :].expand(-1, len(FRAME_SIGNS), 1)], dim=-1).to(out_dtype)

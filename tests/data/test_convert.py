@@ -12,7 +12,7 @@ from stgen.data.convert import convert_to_hest, read_her2st, select_variable_gen
 from stgen.data.hest import Patches, read_hest, read_patches_h5
 from stgen.data.slide import SlideError, make_slide
 
-HER2ST = Path("/work/shared/data/her2st")
+HER2ST = Path(__file__).resolve().parents[3] / "shared" / "data" / "her2st"
 N_GENES = 30
 
 

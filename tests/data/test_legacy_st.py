@@ -17,7 +17,7 @@ from stgen.data.legacy_st import (
 )
 from stgen.data.slide import SlideError, validate_slide
 
-HER2ST = Path("/work/shared/data/her2st")
+HER2ST = Path(__file__).resolve().parents[3] / "shared" / "data" / "her2st"
 needs_her2st = pytest.mark.skipif(not (HER2ST / "counts").is_dir(), reason="her2st data not available")
 
 
@@ -121,9 +121,9 @@ def test_lowres_image_of_unknown_scale_needs_image_scale(tmp_path: Path) -> None
     with pytest.raises(SlideError, match="image_scale"):
         read_legacy_st(tmp_path, "Z2")
     z = read_legacy_st(tmp_path, "Z2", image_scale=0.5)
-    patches = extract_patches(z, patch_um=200.0, out_px=10)
-    assert patches.img.shape == (11, 10, 10, 3)
-    assert patch_geometry(z, patch_um=200.0, out_px=10).crop_px == 10
+    patches = extract_patches(z, patch_um=200.0, out_px=16)  # 10 px crops of the half-scale image, resampled
+    assert patches.img.shape == (11, 16, 16, 3)
+    assert patch_geometry(z, patch_um=200.0, out_px=16).crop_px == 10
 
 
 def test_crop_patches_outside_image_is_all_padding() -> None:

@@ -21,7 +21,7 @@ def test_valid_slide_passes():
     [
         (lambda a: a.obsm.pop("spatial"), "missing obsm['spatial']"),
         (lambda a: a.obsm.pop("features"), "run `stgen extract`"),
-        (lambda a: a.obsm.__setitem__("spatial", np.full((10, 2), np.nan)), "non-finite"),
+        (lambda a: a.obsm.__setitem__("spatial", np.full((10, 2), np.nan)), "NaN or infinite coordinates"),
         (lambda a: a.obsm.__setitem__("features", np.full((10, 4), np.inf)), "NaN or inf"),
         (lambda a: a.X.__setitem__((0, 0), -1.0), "non-negative counts"),
     ],

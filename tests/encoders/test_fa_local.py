@@ -171,6 +171,9 @@ def test_batch_of_slides_is_independent() -> None:
 def test_prepare_reuses_or_rebuilds_graph() -> None:
     model = _model()
     slide = _slide(_uniform_pos(40))
+    unmarked = Batch.from_data_list([slide])  # a graph without its k recorded is rebuilt (the same graph here)
+    assert torch.equal(model.prepare(unmarked).edge_index, unmarked.edge_index)
+    slide.graph_k = K  # as slide_to_data and random_crop record it
     batch = Batch.from_data_list([slide])
     assert model.prepare(batch).edge_index is batch.edge_index
     sparse = Batch.from_data_list(
