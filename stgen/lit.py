@@ -62,6 +62,8 @@ class STGenLightning(pl.LightningModule):
         eval_n_samples: samples per slide at evaluation.
         eval_seed: seed of the evaluation prior samples.
         sources: which package provided each component (filled in automatically).
+        data_spec: the training data's :class:`~stgen.data.spec.DataSpec` as plain data (feature backend,
+            patch size, spot lattice); prediction on images reads it. None: unknown (older checkpoints).
 
     Shapes:
         batches are PyG ``Batch`` objects with ``x [N, F]``, ``pos [N, 2]``, ``y [N, G]``.
@@ -69,7 +71,8 @@ class STGenLightning(pl.LightningModule):
 
     def __init__(self, model_spec: Mapping[str, Any], in_dim: int, genes: Sequence[str], lr: float = 5e-4,
                  weight_decay: float = 0.0, eval_steps: int | None = None, eval_n_samples: int = 1,
-                 eval_seed: int = 0, sources: Mapping[str, Any] | None = None) -> None:
+                 eval_seed: int = 0, sources: Mapping[str, Any] | None = None,
+                 data_spec: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         spec = {k: dict(v) for k, v in model_spec.items()}
         if sources is None:
@@ -77,7 +80,7 @@ class STGenLightning(pl.LightningModule):
         self.save_hyperparameters({
             "model_spec": spec, "in_dim": in_dim, "genes": list(genes), "lr": lr, "weight_decay": weight_decay,
             "eval_steps": eval_steps, "eval_n_samples": eval_n_samples, "eval_seed": eval_seed,
-            "sources": dict(sources),
+            "sources": dict(sources), "data_spec": None if data_spec is None else dict(data_spec),
         })
         self.genes = list(genes)
         msg = missing_sources(sources, "this model")

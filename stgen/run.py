@@ -53,9 +53,8 @@ def build_data(cfg: DictConfig) -> DataBundle:
     params = OmegaConf.to_container(cfg.data, resolve=True)
     name = params.pop("name")
     source = DATASETS.get(name)(**params)
-    if cfg.get("features") is not None and hasattr(source, "features_spec"):
-        source.features_spec = OmegaConf.to_container(cfg.features, resolve=True)
-    bundle = source.load()
+    features = cfg.get("features")
+    bundle = source.load(None if features is None else OmegaConf.to_container(features, resolve=True))
     bundle.validate()
     return bundle
 
@@ -122,7 +121,8 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
     )
     module = STGenLightning(model_spec(cfg), in_dim=dm.in_dim, genes=bundle.genes, lr=cfg.optim.lr,
                             weight_decay=cfg.optim.weight_decay, eval_steps=cfg.eval.steps,
-                            eval_n_samples=cfg.eval.n_samples, eval_seed=cfg.eval.seed)
+                            eval_n_samples=cfg.eval.n_samples, eval_seed=cfg.eval.seed,
+                            data_spec=bundle.spec.to_dict())
     counts = torch.from_numpy(np.expm1(np.concatenate([g.y.numpy() for g in dm.graphs["train"]])))
     module.model.prior.fit(counts.round())
     ckpt_cb = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor="val/pearson",

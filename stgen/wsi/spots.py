@@ -1,0 +1,68 @@
+"""Given spot positions (``--spots``): a CSV of pixel positions, or the spots of an AnnData."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: accepted (x, y) column pairs of a spots CSV, in order of preference
+XY_COLUMNS = (("x", "y"), ("pixel_x", "pixel_y"), ("pxl_col_in_fullres", "pxl_row_in_fullres"))
+ID_COLUMNS = ("barcode", "spot", "id", "name")
+
+
+@dataclass
+class Spots:
+    """Spot centres in level-0 (full-resolution) pixels.
+
+    Args:
+        coords: ``[N, 2]`` float64 (x = column, y = row).
+        names: ``N`` spot names (barcodes).
+        source: the file they came from.
+    """
+
+    coords: np.ndarray
+    names: list[str]
+    source: str
+
+
+def read_spots(path: str | Path) -> Spots:
+    """Spots from a ``.csv``/``.tsv`` (columns ``x,y``, ``pixel_x,pixel_y`` or Space Ranger's
+    ``pxl_col_in_fullres,pxl_row_in_fullres``; optional ``barcode``) or an ``.h5ad`` (``obsm['spatial']``).
+
+    Raises:
+        ValueError: unknown format, missing columns, or non-finite positions (the message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--spots file {str(path)!r} does not exist")
+    if path.suffix == ".h5ad":
+        import anndata as ad
+
+        a = ad.read_h5ad(path, backed="r")
+        if "spatial" not in a.obsm:
+            raise ValueError(f"--spots {path}: the AnnData has no obsm['spatial'] (spot centres in full-resolution pixels)")
+        coords = np.asarray(a.obsm["spatial"], dtype=np.float64)
+        names = [str(n) for n in a.obs_names]
+        a.file.close()
+    elif path.suffix in (".csv", ".tsv", ".txt"):
+        import pandas as pd
+
+        df = pd.read_csv(path, sep=None, engine="python")
+        pair = next((p for p in XY_COLUMNS if all(c in df.columns for c in p)), None)
+        if pair is None:
+            raise ValueError(f"--spots {path}: no pixel-position columns; expected one of "
+                             f"{', '.join('/'.join(p) for p in XY_COLUMNS)}, found {list(df.columns)}")
+        coords = df[list(pair)].to_numpy(dtype=np.float64)
+        idc = next((c for c in ID_COLUMNS if c in df.columns), None)
+        names = [str(v) for v in df[idc]] if idc else [f"spot{i}" for i in range(len(df))]
+    else:
+        raise ValueError(f"--spots {path}: unsupported file type {path.suffix!r}; give a .csv/.tsv or an .h5ad")
+    if coords.ndim != 2 or coords.shape[1] != 2 or not len(coords):
+        raise ValueError(f"--spots {path}: expected (N, 2) positions, got shape {coords.shape}")
+    if not np.isfinite(coords).all():
+        raise ValueError(f"--spots {path}: {int((~np.isfinite(coords)).any(axis=1).sum())} spot(s) have non-finite positions")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--spots {path}: spot names are not unique")
+    return Spots(coords=coords, names=names, source=str(path))
