@@ -72,9 +72,9 @@ def crop_patch(reader: SlideReader, level: int, centre: Sequence[float], crop_px
     cx, cy = float(centre[0]), float(centre[1])
     left = int(round(cx - crop_px / 2))
     top = int(round(cy - crop_px / 2))
-    tile = reader.read_region(level, left, top, crop_px, crop_px, pad_value=pad_value)
+    tile = np.array(reader.read_region(level, left, top, crop_px, crop_px, pad_value=pad_value), dtype=np.uint8)
     if crop_px != out_px:
-        tile = np.asarray(Image.fromarray(tile).resize((out_px, out_px), RESAMPLE), dtype=np.uint8)
+        tile = np.array(Image.fromarray(tile).resize((out_px, out_px), RESAMPLE), dtype=np.uint8)
     return tile
 
 

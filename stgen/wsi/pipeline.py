@@ -90,7 +90,7 @@ def load_model(checkpoint_or_module: Any) -> tuple[Any, str]:
         from stgen.predict import load_module
 
         return load_module(checkpoint_or_module), f"checkpoint {checkpoint_or_module}"
-    return checkpoint_or_module, "the model"
+    return checkpoint_or_module.eval(), "the model"
 
 
 def image_settings(module: Any, label: str = "the checkpoint", **overrides: Any) -> ImageSettings:

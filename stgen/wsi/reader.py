@@ -287,6 +287,10 @@ def _tiff_mpp(slide: Any, path: Path) -> float | None:
     import tifffile
 
     with tifffile.TiffFile(str(path)) as tif:
+        if tif.is_ome and tif.ome_metadata:
+            ome = _ome_mpp(tif.ome_metadata)
+            if ome is not None:
+                return ome
         page = tif.pages[0]
         tags = page.tags
         res, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
@@ -301,3 +305,22 @@ def _tiff_mpp(slide: Any, path: Path) -> float | None:
         value = um / per_unit
         # 72 or 96 dpi is a screen default, not a scan resolution
         return None if unit == 2 and per_unit in (72.0, 96.0) else float(value)
+
+
+#: OME length units in micrometres
+_OME_UNITS = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def _ome_mpp(xml: str) -> float | None:
+    """``PhysicalSizeX`` of the first OME ``Pixels`` element, in micrometres."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    for el in root.iter():
+        if el.tag.endswith("Pixels") and el.get("PhysicalSizeX"):
+            unit = _OME_UNITS.get(el.get("PhysicalSizeXUnit", "µm"))
+            return float(el.get("PhysicalSizeX")) * unit if unit else None
+    return None
