@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stgen.data.slide import patient_id
 from stgen.data.source import DATASETS, DataBundle, DataSource, Fold
-from stgen.data.spec import DataSpec, lattice_geometry, median_geometry
+from stgen.data.spec import DataSpec, FeatureSpec, lattice_geometry, median_geometry
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+    from stgen.data.hest import HestDataset
 
 
 @DATASETS.register("hest")
@@ -74,7 +80,7 @@ class HestData(DataSource):
                           spec=hest_data_spec(ds, extractor.feature_spec(backend)))
 
 
-def hest_data_spec(ds, features) -> DataSpec:
+def hest_data_spec(ds: HestDataset, features: FeatureSpec) -> DataSpec:
     """Patch size (from the patches files) and spot lattice (from the spot coordinates) of a HEST folder.
 
     The patch side in micrometres is ``width_px * um_per_px`` of the patches file (``stgen convert``
@@ -93,6 +99,12 @@ def hest_data_spec(ds, features) -> DataSpec:
             um = f.attrs.get("um_per_px")
             patch_um = patch_px * float(um) if um is not None else patch_um
         full_um = full_res_um_per_px(slide)
+        if full_um is None:  # the reader keeps the expression file's uns out of the slide
+            import anndata as ad
+
+            stored = ad.read_h5ad(ds.samples[sid].expr_path, backed="r")
+            full_um = full_res_um_per_px(stored)
+            stored.file.close()
         if full_um is not None and slide.n_obs >= 3:
             geoms.append(lattice_geometry(slide.obsm["spatial"], full_um))
     spacing, layout = median_geometry(geoms)
@@ -100,7 +112,7 @@ def hest_data_spec(ds, features) -> DataSpec:
                     layout=layout)
 
 
-def full_res_um_per_px(slide) -> float | None:
+def full_res_um_per_px(slide: ad.AnnData) -> float | None:
     """Micrometres per full-resolution pixel of a slide, when its metadata tell."""
     meta = slide.uns.get("stgen", {})
     for value in (meta.get("legacy_st", {}).get("um_per_px"), meta.get("um_per_px")):

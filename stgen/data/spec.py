@@ -74,7 +74,9 @@ class DataSpec:
 def lattice_geometry(coords_px: np.ndarray, um_per_px: float) -> tuple[float, str]:
     """Spot spacing (µm) and layout (``"square"``/``"hex"``) of a set of spot centres.
 
-    The spacing is the median nearest-neighbour distance. The layout is read from how many neighbours a
+    The spacing is the median distance between neighbouring spots (all pairs within 1.3 times the median
+    nearest-neighbour distance: the nearest distance alone is biased low when positions are noisy, as
+    measured spot positions are). The layout is read from how many neighbours a
     typical spot has within 1.25 spacings: 4 on a square lattice (the diagonal is at 1.41), 6 on a
     hexagonal one.
 
@@ -88,9 +90,12 @@ def lattice_geometry(coords_px: np.ndarray, um_per_px: float) -> tuple[float, st
         raise ValueError(f"need at least 3 spots to measure a lattice, got {len(xy)}")
     tree = cKDTree(xy)
     dist, _ = tree.query(xy, k=2)
-    spacing = float(np.median(dist[:, 1]))
-    if spacing <= 0:
+    nearest = float(np.median(dist[:, 1]))
+    if nearest <= 0:
         raise ValueError("spots share positions; cannot measure the lattice spacing")
+    pairs = tree.query_pairs(1.3 * nearest, output_type="ndarray")
+    lengths = np.linalg.norm(xy[pairs[:, 0]] - xy[pairs[:, 1]], axis=1)
+    spacing = float(np.median(lengths[lengths >= 0.7 * nearest]))
     counts = np.array([len(n) - 1 for n in tree.query_ball_point(xy, 1.25 * spacing)])
     typical = float(np.percentile(counts, 75))
     layout = "hex" if typical >= 5 else "square"

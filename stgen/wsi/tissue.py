@@ -68,14 +68,16 @@ def otsu(values: np.ndarray, bins: int = 256) -> float:
 
 
 def detect_tissue(overview: np.ndarray, downsample: float, mpp: float, *, min_area_um2: float = 20_000.0,
-                  min_saturation: float = 0.05, max_saturation: float = 0.25) -> TissueMask:
+                  min_saturation: float = 0.04, max_saturation: float = 0.1) -> TissueMask:
     """Tissue mask of an RGB overview.
 
     Tissue is stained (saturated) and neither glass nor ink: saturation above Otsu's threshold (clipped
-    to ``[min_saturation, max_saturation]``), not near-white, not black, and not pen ink (green, blue or
-    cyan ink has green or blue above red, which H&E stains never have; black ink is dark and grey). Pen
-    marks are grown by one pixel to drop their halo, the mask is opened with a 3 x 3 square, and
-    connected pieces smaller than ``min_area_um2`` are removed. Holes inside the tissue stay holes.
+    to ``[min_saturation, max_saturation]``: glass is below 0.03, pale H&E stroma and fat about 0.1),
+    not near-white, not black, and not pen ink. Ink is told from stain by colour: green ink has green
+    well above red (H&E at most a few percent), blue ink has red under a fifth of blue at high
+    saturation (haematoxylin keeps red above about a third of blue), black ink is dark and grey. Ink is
+    grown by one pixel to drop its halo; the mask is closed then opened with a 3 x 3 square, and pieces
+    smaller than ``min_area_um2`` are removed. Holes wider than a few overview pixels stay holes.
 
     Args:
         overview: ``[H, W, 3]`` uint8 RGB at ``downsample`` level-0 pixels per pixel.
@@ -88,15 +90,17 @@ def detect_tissue(overview: np.ndarray, downsample: float, mpp: float, *, min_ar
     rgb = overview.astype(np.float32) / 255.0
     mx, mn = rgb.max(axis=2), rgb.min(axis=2)
     sat = (mx - mn) / np.maximum(mx, 1e-6)
-    r, g = rgb[..., 0], rgb[..., 1]
-    ink = (g > r + 0.02) & (sat > 0.15)
-    ink |= (mx < 0.2) & (sat < 0.3)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    ink = (g > r + 0.12) & (g >= b - 0.05) & (sat > 0.25)  # green
+    ink |= (r < 0.22 * b) & (sat > 0.6)  # blue
+    ink |= (mx < 0.2) & (sat < 0.3)  # black
     ink = ndimage.binary_dilation(ink, iterations=1)
     candidates = (mx > 0.12) & (mn < 0.92) & ~ink
     thr = otsu(sat[candidates]) if candidates.any() else max_saturation
     thr = float(np.clip(thr, min_saturation, max_saturation))
     mask = candidates & (sat > thr)
-    mask = ndimage.binary_opening(mask, structure=np.ones((3, 3), dtype=bool))
+    square = np.ones((3, 3), dtype=bool)
+    mask = ndimage.binary_opening(ndimage.binary_closing(mask, structure=square), structure=square) & ~ink
     px_area_um2 = (downsample * mpp) ** 2
     labels, n = ndimage.label(mask)
     if n:

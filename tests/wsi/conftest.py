@@ -17,6 +17,12 @@ GENES = ["ERBB2", "GATA3", "KRT19", "CD74"]
 
 
 @pytest.fixture(scope="session")
+def her2st_root() -> Path:
+    """The shared her2st subset."""
+    return HER2ST
+
+
+@pytest.fixture(scope="session")
 def her2st_crop() -> tuple[np.ndarray, tuple[int, int]]:
     """A 1536 x 1536 px crop of section C2 (about 1 mm) with tissue, and its top-left corner."""
     from PIL import Image
