@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-#: accepted (x, y) column pairs of a spots CSV, in order of preference
-XY_COLUMNS = (("x", "y"), ("pixel_x", "pixel_y"), ("pxl_col_in_fullres", "pxl_row_in_fullres"))
+#: accepted (x, y) column pairs of a spots CSV, in order of preference (pixel columns first: a legacy-ST
+#: ``*_selection.tsv`` also has ``x, y``, which are array indices there)
+XY_COLUMNS = (("pixel_x", "pixel_y"), ("pxl_col_in_fullres", "pxl_row_in_fullres"), ("x", "y"))
 ID_COLUMNS = ("barcode", "spot", "id", "name")
 
 
@@ -28,8 +29,9 @@ class Spots:
 
 
 def read_spots(path: str | Path) -> Spots:
-    """Spots from a ``.csv``/``.tsv`` (columns ``x,y``, ``pixel_x,pixel_y`` or Space Ranger's
-    ``pxl_col_in_fullres,pxl_row_in_fullres``; optional ``barcode``) or an ``.h5ad`` (``obsm['spatial']``).
+    """Spots from a ``.csv``/``.tsv`` (columns ``pixel_x,pixel_y``, Space Ranger's
+    ``pxl_col_in_fullres,pxl_row_in_fullres``, or ``x,y``; optional ``barcode``) or an ``.h5ad``
+    (``obsm['spatial']``). Rows with ``selected == 0`` (legacy-ST spot tables) are dropped.
 
     Raises:
         ValueError: unknown format, missing columns, or non-finite positions (the message names the file).
@@ -54,9 +56,16 @@ def read_spots(path: str | Path) -> Spots:
         if pair is None:
             raise ValueError(f"--spots {path}: no pixel-position columns; expected one of "
                              f"{', '.join('/'.join(p) for p in XY_COLUMNS)}, found {list(df.columns)}")
+        if "selected" in df.columns:
+            df = df[df["selected"].astype(int) != 0]
         coords = df[list(pair)].to_numpy(dtype=np.float64)
         idc = next((c for c in ID_COLUMNS if c in df.columns), None)
-        names = [str(v) for v in df[idc]] if idc else [f"spot{i}" for i in range(len(df))]
+        if idc:
+            names = [str(v) for v in df[idc]]
+        elif pair[0] == "pixel_x" and {"x", "y"} <= set(df.columns):  # legacy ST: the "{x}x{y}" array id
+            names = [f"{int(a)}x{int(b)}" for a, b in zip(df["x"], df["y"], strict=True)]
+        else:
+            names = [f"spot{i}" for i in range(len(df))]
     else:
         raise ValueError(f"--spots {path}: unsupported file type {path.suffix!r}; give a .csv/.tsv or an .h5ad")
     if coords.ndim != 2 or coords.shape[1] != 2 or not len(coords):

@@ -44,3 +44,11 @@ def test_tissue_lattice_keeps_only_tissue_spots():
     assert len(pts) > 500
     cols, rows = (pts[:, 0] / 4).astype(int), (pts[:, 1] / 4).astype(int)
     assert truth[rows, cols].mean() > 0.97
+
+
+def test_legacy_st_spot_table_reads_pixels_and_array_ids(her2st_root):
+    from stgen.wsi.spots import read_spots
+
+    spots = read_spots(her2st_root / "spots" / "C6_selection.tsv")
+    assert spots.names[0] == "18x9" and np.allclose(spots.coords[0], [4905.52, 2362.53])
+    assert spots.coords.min() > 100  # pixels, not array indices
