@@ -68,12 +68,15 @@ def otsu(values: np.ndarray, bins: int = 256) -> float:
 
 
 def detect_tissue(overview: np.ndarray, downsample: float, mpp: float, *, min_area_um2: float = 20_000.0,
-                  min_saturation: float = 0.04, max_saturation: float = 0.1) -> TissueMask:
+                  min_saturation: float = 0.04, max_saturation: float = 0.1,
+                  min_texture: float = 0.008) -> TissueMask:
     """Tissue mask of an RGB overview.
 
     Tissue is stained (saturated) and neither glass nor ink: saturation above Otsu's threshold (clipped
     to ``[min_saturation, max_saturation]``: glass is below 0.03, pale H&E stroma and fat about 0.1),
-    not near-white, not black, and not pen ink. Ink is told from stain by colour: green ink has green
+    not near-white, not black, textured (grey-level standard deviation over 7 x 7 overview pixels above
+    ``min_texture``) unless strongly stained (2.5 times the threshold): smooth eosin haze on the glass is
+    not tissue; and not pen ink. Ink is told from stain by colour: green ink has green
     well above red (H&E at most a few percent), blue ink has red under a fifth of blue at high
     saturation (haematoxylin keeps red above about a third of blue), black ink is dark and grey. Ink is
     grown by one pixel to drop its halo; the mask is closed then opened with a 3 x 3 square, and pieces
@@ -84,6 +87,8 @@ def detect_tissue(overview: np.ndarray, downsample: float, mpp: float, *, min_ar
         downsample: level-0 pixels per overview pixel.
         mpp: level-0 micrometres per pixel.
         min_area_um2: smallest tissue piece kept, in square micrometres.
+        min_saturation, max_saturation: bounds of the saturation threshold.
+        min_texture: local grey-level standard deviation of tissue (0-1 scale).
     """
     from scipy import ndimage
 
@@ -98,7 +103,11 @@ def detect_tissue(overview: np.ndarray, downsample: float, mpp: float, *, min_ar
     candidates = (mx > 0.12) & (mn < 0.92) & ~ink
     thr = otsu(sat[candidates]) if candidates.any() else max_saturation
     thr = float(np.clip(thr, min_saturation, max_saturation))
-    mask = candidates & (sat > thr)
+    gray = rgb.mean(axis=2)
+    mean = ndimage.uniform_filter(gray, 7)
+    texture = np.sqrt(np.maximum(ndimage.uniform_filter(gray * gray, 7) - mean * mean, 0.0))
+    # faintly stained but smooth areas (eosin haze on the glass) are not tissue unless strongly stained
+    mask = candidates & (sat > thr) & ((texture > min_texture) | (sat > 2.5 * thr))
     square = np.ones((3, 3), dtype=bool)
     mask = ndimage.binary_opening(ndimage.binary_closing(mask, structure=square), structure=square) & ~ink
     px_area_um2 = (downsample * mpp) ** 2
