@@ -10,6 +10,7 @@ does not grow with the slide.
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -164,12 +165,15 @@ class TiffSlideReader(SlideReader):
     def __init__(self, path: str | Path, mpp: float | None = None) -> None:
         super().__init__(path, mpp)
         self._slide: Any = None
+        self._pid = os.getpid()
         slide = self._handle()
         self.level_dimensions = [tuple(int(v) for v in d) for d in slide.level_dimensions]
         self.level_downsamples = [float(d) for d in slide.level_downsamples]
         self.metadata_mpp = _tiff_mpp(slide, self.path)
 
     def _handle(self) -> Any:
+        if self._pid != os.getpid():  # a forked DataLoader worker: never share the parent's file position
+            self._slide, self._pid = None, os.getpid()
         if self._slide is None:
             try:
                 import tiffslide

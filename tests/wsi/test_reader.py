@@ -72,3 +72,20 @@ def test_patch_plan_reads_the_closest_level_and_pads_outside(tmp_path, her2st_cr
     assert (corner[:16, :16] == 255).all() and (corner[16:, 16:] == crop[:16, :16]).all()
     overview, ds = r.overview(max_side=256)
     assert overview.shape == (192, 192, 3) and ds == 8.0  # level 2 (384 px) halved: at most 256 px
+
+
+def test_dataloader_workers_read_the_same_patches(tmp_path, her2st_crop):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from stgen.wsi.patches import PatchDataset, cut_patches
+
+    crop, _ = her2st_crop
+    r = open_slide(write_pyramid(tmp_path / "w.tif", crop, HER2ST_MPP))
+    r.read_region(0, 0, 0, 8, 8)  # the parent has an open handle before the workers fork
+    centres = np.random.default_rng(0).uniform(0, 1536, size=(40, 2))
+    plan = plan_patches(r, 112.0, 64)
+    ref = cut_patches(r, plan, centres)
+    loader = DataLoader(PatchDataset(r, plan, centres), batch_size=7, num_workers=2)
+    got = torch.cat(list(loader)).numpy()
+    np.testing.assert_array_equal(got, ref)
