@@ -20,10 +20,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 #: public name -> module that defines it (imported on first access)
-_LAZY: dict[str, str] = {
-    "load": "stgen.api",
-    "list_components": "stgen.api",
-    "create_model": "stgen.api",
+_LAZY: dict[str, tuple[str, str]] = {
+    "load": ("stgen.api", "load"),
+    "list_components": ("stgen.api", "list_components"),
+    "create_model": ("stgen.api", "create_model"),
+    "predict_slide": ("stgen.wsi.pipeline", "predict_image"),
 }
 _SUBMODULES = ("tl", "pl")
 
@@ -32,7 +33,8 @@ __all__ = ["__version__", *_LAZY, *_SUBMODULES]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
     elif name in _SUBMODULES:
         value = importlib.import_module(f"stgen.{name}")
     else:

@@ -66,6 +66,8 @@ class STGenLightning(pl.LightningModule):
         sources: which package provided each component (filled in automatically).
         legacy: ``eval_steps``/``eval_n_samples`` of checkpoints written before sampling settings moved to
             the generator; ignored (the generator's recorded settings apply).
+        data_spec: the training data's :class:`~stgen.data.spec.DataSpec` as plain data (feature backend,
+            patch size, spot lattice); prediction on images reads it. None: unknown (older checkpoints).
 
     Shapes:
         batches are PyG ``Batch`` objects with ``x [N, F]``, ``pos [N, 2]``, ``y [N, G]``.
@@ -73,7 +75,7 @@ class STGenLightning(pl.LightningModule):
 
     def __init__(self, model_spec: Mapping[str, Any], in_dim: int, genes: Sequence[str], lr: float = 5e-4,
                  weight_decay: float = 0.0, eval_seed: int = 0, sources: Mapping[str, Any] | None = None,
-                 **legacy: Any) -> None:
+                 data_spec: Mapping[str, Any] | None = None, **legacy: Any) -> None:
         unknown = sorted(set(legacy) - LEGACY_HPARAMS)
         if unknown:
             raise TypeError(f"STGenLightning got unexpected argument(s) {', '.join(unknown)}")
@@ -84,7 +86,7 @@ class STGenLightning(pl.LightningModule):
         self.save_hyperparameters({
             "model_spec": spec, "in_dim": in_dim, "genes": list(genes), "lr": lr, "weight_decay": weight_decay,
             "eval_seed": eval_seed,
-            "sources": dict(sources),
+            "sources": dict(sources), "data_spec": None if data_spec is None else dict(data_spec),
         })
         self.genes = list(genes)
         msg = missing_sources(sources, "this model")

@@ -169,39 +169,84 @@ def to_anndata(adata: ad.AnnData, pred: Prediction, info: dict[str, Any]) -> ad.
     return out
 
 
+IMAGE_OPTIONS = ("mpp", "spots", "spacing_um", "layout", "features", "feature_params", "patch_um", "cache_dir",
+                 "use_cache", "num_workers", "batch_size", "device", "keep_features", "progress")
+
+
 def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, **kwargs: Any) -> list[Path]:
-    """Predict every input ``.h5ad`` and write ``<out_dir>/<name>.h5ad`` atomically; never overwrites."""
+    """Predict every input and write ``<out_dir>/<name>.h5ad`` atomically; never overwrites.
+
+    Inputs are slide ``.h5ad`` files (spots and embeddings) or images (whole-slide ``.svs``/``.tif``/
+    ``.ndpi``/OME-TIFF, or ``.jpg``/``.png`` with ``mpp``), predicted with :func:`stgen.wsi.predict_image`
+    (which also writes ``<name>_tissue.png``). Every input, the checkpoint and the feature backend are
+    checked before the output folder is created. Image options (``IMAGE_OPTIONS``) go to the image path;
+    the others (``n_samples``, ``steps``, ``seed``, ``k``, ...) to :func:`predict_slide`.
+    """
     from stgen import __version__
     from stgen.errors import DataInputError, MissingInputError, OutputExistsError
     from stgen.io import read_h5ad, write_h5ad
+    from stgen.wsi.pipeline import (
+        build_extractor,
+        image_settings,
+        library_id_of,
+        predict_image,
+        prepare_image,
+    )
 
+    image_opts = {k: kwargs.pop(k) for k in IMAGE_OPTIONS if k in kwargs}
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputExistsError(f"--out {out_dir} exists and is not a folder; choose another --out folder")
-    names = [Path(p).name for p in inputs]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise DataInputError(f"inputs {twice} share a file name and would write the same output; rename one")
-    targets = [out_dir / n for n in names]
-    clash = [str(t) for t in targets if t.exists()]
+    missing = [str(p) for p in inputs if not Path(p).is_file()]
+    if missing:
+        raise MissingInputError(f"input {', '.join(missing)} does not exist; give existing .h5ad slide files or "
+                                "slide images")
+    images = [Path(p) for p in inputs if Path(p).suffix.lower() != ".h5ad"]
+    names = [library_id_of(p) if p in images else Path(p).stem for p in map(Path, inputs)]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataInputError(f"several inputs would write {', '.join(n + '.h5ad' for n in dup)}; rename one or "
+                             "predict them into different --out folders")
+    targets = [out_dir / f"{n}.h5ad" for n in names]
+    masks = {p: out_dir / f"{library_id_of(p)}_tissue.png" for p in images}
+    clash = [str(t) for t in [*targets, *masks.values()] if t.exists()]
     if clash:
         raise OutputExistsError(f"output file(s) exist: {', '.join(clash)}; choose another --out folder")
-    for p in inputs:
-        if not Path(p).is_file():
-            raise MissingInputError(f"input {p} does not exist; give existing .h5ad slide files")
+    if image_opts.get("spots") is not None and len(images) != 1:
+        raise DataInputError(f"--spots gives the positions of one slide, but {len(images)} images were given")
     module = load_module(checkpoint)
     feature_key = kwargs.get("feature_key", FEATURE_KEY)
     for p in inputs:  # every input is checked before the output folder is created
+        if Path(p) in images:
+            continue
         lazy = read_h5ad(p, backed="r")
         try:
             _check_input(module, lazy, Path(p), feature_key)
         finally:
             lazy.file.close()
+    jobs: dict[Path, Any] = {}
+    extractor = None
+    if images:
+        settings = image_settings(module, f"checkpoint {checkpoint}", features=image_opts.get("features"),
+                                  feature_params=image_opts.get("feature_params"), patch_um=image_opts.get("patch_um"),
+                                  spacing_um=image_opts.get("spacing_um"), layout=image_opts.get("layout"))
+        for p in images:
+            jobs[p] = prepare_image(p, mpp=image_opts.get("mpp"), spots=image_opts.get("spots"), settings=settings)
+        extractor = build_extractor(module, settings, device=image_opts.get("device", "auto"),
+                                    batch_size=image_opts.get("batch_size", 64))
     written: list[Path] = []
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        for src, dst in zip(inputs, targets, strict=True):
+        for src, dst in zip(map(Path, inputs), targets, strict=True):
+            if src in jobs:
+                opts = {k: v for k, v in image_opts.items() if k not in ("mpp", "spots")}
+                adata = predict_image(module, src, job=jobs[src], extractor=extractor, mask_path=masks[src],
+                                      **opts, **kwargs)
+                adata.uns["stgen"]["checkpoint"] = str(checkpoint)
+                write_h5ad(adata, dst)
+                written.append(dst)
+                continue
             adata = read_h5ad(src)
             if "slide_id" not in adata.uns.get("stgen", {}):
                 adata.uns.setdefault("stgen", {})["slide_id"] = Path(src).stem

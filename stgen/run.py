@@ -70,9 +70,8 @@ def build_data(cfg: DictConfig) -> DataBundle:
         if isinstance(exc, DataInputError | MissingInputError):
             raise
         raise ConfigInputError(str(exc) if str(exc).startswith("data") else f"data={name}: {exc}") from exc
-    if cfg.get("features") is not None and hasattr(source, "features_spec"):
-        source.features_spec = OmegaConf.to_container(cfg.features, resolve=True)
-    bundle = source.load()
+    features = cfg.get("features")
+    bundle = source.load(None if features is None else OmegaConf.to_container(features, resolve=True))
     try:
         bundle.validate()
     except ValueError as exc:
@@ -239,7 +238,8 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
         batch_size=cfg.train.batch_size, crop_min=cfg.train.crop_min, num_workers=cfg.train.num_workers,
     )
     module = STGenLightning(spec, in_dim=dm.in_dim, genes=bundle.genes, lr=cfg.optim.lr,
-                            weight_decay=cfg.optim.weight_decay, eval_seed=cfg.eval.seed)
+                            weight_decay=cfg.optim.weight_decay, eval_seed=cfg.eval.seed,
+                            data_spec=bundle.spec.to_dict())
     counts = torch.from_numpy(np.expm1(np.concatenate([g.y.numpy() for g in dm.graphs["train"]])))
     module.model.prior.fit(counts.round())
     ckpt_cb = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor="val/pearson",

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stgen.data.slide import patient_id
 from stgen.data.source import DATASETS, DataBundle, DataSource, Fold
+from stgen.data.spec import DataSpec, FeatureSpec, lattice_geometry, median_geometry
 from stgen.errors import ConfigInputError, DataInputError, MissingInputError
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+    from stgen.data.hest import HestDataset
 
 
 @DATASETS.register("hest")
@@ -28,6 +35,8 @@ class HestData(DataSource):
         feature_key: ``obsm`` key for the embeddings.
     """
 
+    uses_features = True
+
     def __init__(self, root: str = "", task: str = "", fold: int = -1, default_features: str = "efficientnet_lite0",
                  cache_dir: str = "", n_val: int = 1, feature_key: str = "features") -> None:
         super().__init__(feature_key=feature_key)
@@ -39,7 +48,6 @@ class HestData(DataSource):
         self.default_features = default_features
         self.cache_dir = cache_dir
         self.n_val = n_val
-        self.features_spec: dict | None = None
 
     def task_dir(self) -> Path:
         base = Path(self.root).expanduser()
@@ -51,20 +59,21 @@ class HestData(DataSource):
             )
         return path
 
-    def load(self) -> DataBundle:
+    def read(self, features: dict | None) -> DataBundle:
         from stgen.data.hest import read_gene_panel, read_hest
+        from stgen.registry import FEATURES
 
-        task = self.task_dir()
-        if not read_gene_panel(task):  # checked before any embedding is computed
+        spec = dict(features or {"name": self.default_features})
+        backend = spec.pop("name")
+        task_dir = self.task_dir()
+        if not read_gene_panel(task_dir):  # checked before any embedding is computed
             raise DataInputError(
-                f"HEST folder {task}: no gene panel file var_50genes.json (nor a single var_*genes.json); create "
+                f"HEST folder {task_dir}: no gene panel file var_50genes.json (nor a single var_*genes.json); create "
                 '{"genes": ["GENE1", ...]} there (stgen convert writes it)'
             )
-        spec = dict(self.features_spec or {"name": self.default_features})
-        backend = spec.pop("name")
-        ds = read_hest(task, None if self.fold < 0 else self.fold, feature_backend=backend,
-                       backend_params=spec, feature_key=self.feature_key,
-                       cache_dir=self.cache_dir or None)
+        extractor = FEATURES.get(backend)(**spec)  # built up front: the checkpoint records its weights
+        ds = read_hest(task_dir, None if self.fold < 0 else self.fold, feature_backend=extractor,
+                       feature_key=self.feature_key, cache_dir=self.cache_dir or None)
         folds = []
         for i, (train, test) in enumerate(ds.folds):
             name = f"fold{i if self.fold < 0 else self.fold}"
@@ -72,7 +81,53 @@ class HestData(DataSource):
             folds.append(Fold(train=fit, val=val, test=list(test), name=name))
         return DataBundle(slides=ds.slides, genes=list(ds.genes), folds=folds, feature_key=self.feature_key,
                           info={"source": "hest", "root": str(ds.root), "features": backend, **spec,
-                                "dropped_barcodes": ds.dropped})
+                                "dropped_barcodes": ds.dropped},
+                          spec=hest_data_spec(ds, extractor.feature_spec(backend)))
+
+
+def hest_data_spec(ds: HestDataset, features: FeatureSpec) -> DataSpec:
+    """Patch size (from the patches files) and spot lattice (from the spot coordinates) of a HEST folder.
+
+    The patch side in micrometres is ``width_px * um_per_px`` of the patches file (``stgen convert``
+    writes ``um_per_px``; HEST-Bench's convention, 224 px at 0.5 µm/px, is assumed when it is absent). The
+    lattice needs the full-resolution pixel size of each slide (``uns['stgen']['legacy_st']['um_per_px']``,
+    ``uns['stgen']['um_per_px']``, or Visium's 55 µm ``spot_diameter_fullres``); when none is known the
+    spacing stays unknown and prediction on images asks for ``--spacing-um``.
+    """
+    import h5py
+
+    patch_um, patch_px = 112.0, 224
+    geoms = []
+    for sid, slide in ds.slides.items():
+        with h5py.File(ds.samples[sid].patches_path, "r") as f:
+            patch_px = int(f["img"].shape[1])
+            um = f.attrs.get("um_per_px")
+            patch_um = patch_px * float(um) if um is not None else patch_um
+        full_um = full_res_um_per_px(slide)
+        if full_um is None:  # the reader keeps the expression file's uns out of the slide
+            import anndata as ad
+
+            stored = ad.read_h5ad(ds.samples[sid].expr_path, backed="r")
+            full_um = full_res_um_per_px(stored)
+            stored.file.close()
+        if full_um is not None and slide.n_obs >= 3:
+            geoms.append(lattice_geometry(slide.obsm["spatial"], full_um))
+    spacing, layout = median_geometry(geoms)
+    return DataSpec(features=features, patch_um=round(patch_um, 6), patch_px=patch_px, spot_spacing_um=spacing,
+                    layout=layout)
+
+
+def full_res_um_per_px(slide: ad.AnnData) -> float | None:
+    """Micrometres per full-resolution pixel of a slide, when its metadata tell."""
+    meta = slide.uns.get("stgen", {})
+    for value in (meta.get("legacy_st", {}).get("um_per_px"), meta.get("um_per_px")):
+        if value:
+            return float(value)
+    for lib in (slide.uns.get("spatial") or {}).values():
+        d = (lib.get("scalefactors") or {}).get("spot_diameter_fullres")
+        if d:
+            return 55.0 / float(d)  # Visium spots are 55 um wide
+    return None
 
 
 def carve_validation(train: list[str], groups: dict[str, str], n_val: int) -> tuple[list[str], list[str]]:

@@ -257,30 +257,21 @@ def crop_patches(
     out_px: int,
     *,
     pad_value: int = 255,
-    resample: Image.Resampling = Image.Resampling.BICUBIC,
 ) -> np.ndarray:
     """Square crops of ``crop_px`` image pixels centred on ``centres`` (x, y in image pixels), resized to
-    ``out_px``; parts outside the image are filled with ``pad_value``.
+    ``out_px``; parts outside the image are filled with ``pad_value``. The same code path
+    (:func:`stgen.wsi.patches.crop_patch`) cuts patches from whole-slide images at prediction.
 
     Shapes:
         centres ``[N, 2]`` -> ``[N, out_px, out_px, 3]`` uint8.
     """
-    w, h = image.size
+    from stgen.wsi.patches import crop_patch
+    from stgen.wsi.reader import PillowReader
+
+    reader = PillowReader(image=image)
     out = np.empty((len(centres), out_px, out_px, 3), dtype=np.uint8)
-    for i, (cx, cy) in enumerate(np.asarray(centres, dtype=np.float64)):
-        left = int(round(cx - crop_px / 2))
-        top = int(round(cy - crop_px / 2))
-        box = (left, top, left + crop_px, top + crop_px)
-        inside = (max(box[0], 0), max(box[1], 0), min(box[2], w), min(box[3], h))
-        if inside == box:
-            tile = image.crop(box)
-        else:
-            tile = Image.new("RGB", (crop_px, crop_px), (pad_value,) * 3)
-            if inside[0] < inside[2] and inside[1] < inside[3]:
-                tile.paste(image.crop(inside), (inside[0] - box[0], inside[1] - box[1]))
-        if crop_px != out_px:
-            tile = tile.resize((out_px, out_px), resample)
-        out[i] = np.asarray(tile, dtype=np.uint8)
+    for i, c in enumerate(np.asarray(centres, dtype=np.float64)):
+        out[i] = crop_patch(reader, 0, c, crop_px, out_px, pad_value=pad_value)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from stgen.data.simulate import SimulationConfig, simulate
 from stgen.data.slide import slide_id
 from stgen.data.source import DATASETS, DataBundle, DataSource, split_by_group
+from stgen.data.spec import DataSpec, lattice_geometry
 
 
 @DATASETS.register("simulated")
@@ -34,8 +35,10 @@ class SimulatedData(DataSource):
         self.n_test = n_test
         self.n_val = n_val
 
-    def load(self) -> DataBundle:
+    def read(self, features: dict | None) -> DataBundle:
         slides = simulate(self.sim)
+        # simulated embeddings have no image or backend; the lattice is in simulated pixels of 1 um
+        spacing, layout = lattice_geometry(slides[0].obsm["spatial"], 1.0)
         fold = split_by_group(slides, n_test=self.n_test, n_val=self.n_val, seed=self.sim.seed)
         return DataBundle(
             slides={slide_id(a): a for a in slides},
@@ -43,4 +46,5 @@ class SimulatedData(DataSource):
             folds=[fold],
             feature_key=self.feature_key,
             info={"source": "simulated", **self.sim.__dict__},
+            spec=DataSpec(features=None, spot_spacing_um=spacing, layout=layout),
         )

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anndata as ad
 import numpy as np
 
 from stgen.components import Configurable
 from stgen.data.slide import patient_id, slide_id, validate_slide
+from stgen.data.spec import DataSpec
+from stgen.errors import ConfigInputError
 from stgen.registry import DATASETS
 
 
@@ -42,6 +44,7 @@ class DataBundle:
         folds: one or more splits.
         feature_key: ``obsm`` key of the patch embeddings.
         info: free-form provenance written into the run's outputs.
+        spec: feature backend, patch size and spot lattice of the data (recorded in checkpoints).
     """
 
     slides: dict[str, ad.AnnData]
@@ -49,6 +52,7 @@ class DataBundle:
     folds: list[Fold]
     feature_key: str = "features"
     info: dict = field(default_factory=dict)
+    spec: DataSpec = field(default_factory=DataSpec)
 
     def validate(self) -> None:
         for sid, a in self.slides.items():
@@ -65,22 +69,46 @@ class DataBundle:
 class DataSource(Configurable, ABC):
     """Base class of a registered dataset (``data=<name>`` on the command line).
 
-    Subclasses implement :meth:`load`. Constructor parameters become config keys. A data source does
-    not choose the slide graph: the encoder declares the graph it reads (``encoder.k``) and the data
-    module builds exactly that one.
+    Subclasses implement :meth:`read`; :meth:`load` owns the invariants: a feature backend (the
+    ``features`` config group) is accepted only by sources that compute embeddings with one
+    (``uses_features``), and the bundle reports its :class:`~stgen.data.spec.DataSpec`. Constructor
+    parameters become config keys.
+    A data source does not choose the slide graph: the encoder declares the graph it reads
+    (``encoder.k``) and the data module builds exactly that one.
 
     Args:
         feature_key: ``obsm`` key of the patch embeddings.
     """
 
     data_args: ClassVar[tuple[str, ...]] = ()
+    #: whether the source embeds image patches with a feature backend (the ``features`` config group)
+    uses_features: ClassVar[bool] = False
 
     def __init__(self, feature_key: str = "features") -> None:
         self.feature_key = feature_key
 
+    def load(self, features: Mapping[str, Any] | None = None) -> DataBundle:
+        """Read (or make) the slides and their folds.
+
+        Args:
+            features: the feature backend config (``{"name": ..., **params}``), or None for the source's
+                default.
+
+        Raises:
+            ConfigInputError: ``features`` given to a source whose embeddings come from elsewhere.
+        """
+        if features is not None and not self.uses_features:
+            name = next((e.name for e in DATASETS.entries() if e.obj is type(self)), type(self).__name__)
+            raise ConfigInputError(
+                f"data={name} does not use a feature backend (its embeddings are part of the data), so "
+                f"features={dict(features).get('name')} would be ignored; remove features=... or use a data "
+                "source that embeds image patches (data=hest)"
+            )
+        return self.read(None if features is None else dict(features))
+
     @abstractmethod
-    def load(self) -> DataBundle:
-        """Read (or make) the slides and their folds."""
+    def read(self, features: dict[str, Any] | None) -> DataBundle:
+        """The hook: read (or make) the slides, folds and :class:`~stgen.data.spec.DataSpec`."""
 
 
 def split_by_group(

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from stgen.components import Configurable
+from stgen.data.spec import FeatureSpec
 from stgen.registry import FEATURES
 
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
@@ -80,6 +81,29 @@ class FeatureExtractor(Configurable, ABC):
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters of this instance (``{name: value}``), read from same-named attributes."""
         return {p.name: getattr(self, p.name, p.default) for p in self.params()}
+
+    def weights_file(self) -> Path | None:
+        """The weights file this instance loaded (None for a weight-free backend).
+
+        The default reads a ``weights`` parameter; backends with packaged weights override it.
+        """
+        weights = getattr(self, "weights", "")
+        return Path(weights).expanduser() if weights else None
+
+    def feature_spec(self, name: str | None = None) -> FeatureSpec:
+        """What produced this instance's embeddings: registry name, parameters, weights fingerprint.
+
+        Recorded in checkpoints (``data_spec["features"]``) so prediction on new images rebuilds exactly
+        this backend; :func:`build_from_spec` checks the weights fingerprint when it does.
+        """
+        from stgen.data.hest import canonical_backend_params
+
+        name = name or registered_name(type(self))
+        params = canonical_backend_params(name, self.get_params())
+        weights = self.weights_file()
+        return FeatureSpec(name=name, params=params,
+                           weights_sha256=file_sha256(weights) if weights is not None else None,
+                           normalization=str(params.get("normalization", "none")))
 
     def autocast_dtype(self) -> torch.dtype | None:
         """The autocast dtype in effect (None: plain float32)."""
@@ -253,6 +277,52 @@ def extract_embeddings(
     if not out:
         return np.zeros((0, extractor.dim), dtype=np.float32)
     return np.concatenate(out).astype(np.float32, copy=False)
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file (memoised per path, size and modification time)."""
+    import hashlib
+
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), int(st.st_size), int(st.st_mtime_ns))
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def registered_name(cls: type) -> str:
+    """The registry name of a backend class (its class name when it is not registered)."""
+    return next((e.name for e in FEATURES.entries() if e.obj is cls), cls.__name__)
+
+
+def build_from_spec(spec: FeatureSpec, *, device: str = "auto", batch_size: int = 64) -> FeatureExtractor:
+    """Rebuild the backend a checkpoint records and check it is the same one (weights fingerprint).
+
+    Raises:
+        ValueError: the weights file found here differs from the one the embeddings were made with.
+    """
+    cls = FEATURES.get(spec.name)
+    allowed = {p.name for p in cls.params()}
+    params = {k: v for k, v in spec.params.items() if k in allowed}
+    extractor = cls(**params, **{k: v for k, v in (("device", device), ("batch_size", batch_size)) if k in allowed})
+    weights = extractor.weights_file()
+    if spec.weights_sha256 is not None:
+        found = file_sha256(weights) if weights is not None else None
+        if found != spec.weights_sha256:
+            raise ValueError(
+                f"feature backend {spec.name!r}: the model was trained on embeddings from weights with SHA-256 "
+                f"{spec.weights_sha256[:12]}..., but {weights} has {str(found)[:12]}...; give the same weights file "
+                "(features.weights=...) the training data was embedded with"
+            )
+    return extractor
 
 
 FEATURES.set_base(FeatureExtractor)

@@ -112,6 +112,9 @@ class EfficientNetLite0(FeatureExtractor):
         self._mean = torch.tensor(mean, device=self.torch_device).view(1, 3, 1, 1) / 255.0
         self._std = torch.tensor(std, device=self.torch_device).view(1, 3, 1, 1) / 255.0
 
+    def weights_file(self) -> Path:
+        return Path(self.weights).expanduser() if self.weights else packaged_weights_path()
+
     def embed(self, images: Tensor) -> Tensor:
         x = images
         if x.shape[-2:] != (self.img_size, self.img_size):
