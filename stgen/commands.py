@@ -17,7 +17,9 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=8, help="neighbours per spot (as in training)")
     p.add_argument("--feature-key", default="features", help="obsm key of the patch embeddings")
-    p.add_argument("--chunk-size", type=int, default=50_000, help="spots per inference chunk (bounds memory)")
+    p.add_argument("--chunk-size", type=int, default=None, help="spots per inference chunk (default: from --memory-budget)")
+    p.add_argument("--memory-budget", default=None,
+                   help="memory the prediction may use, e.g. 4G; sets the chunk size (default: half of what is available)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -32,7 +34,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         written = predict_files(args.checkpoint, args.inputs, args.out, k=args.k, feature_key=args.feature_key,
                                 n_samples=args.n_samples, steps=args.steps, seed=args.seed,
-                                chunk_size=args.chunk_size)
+                                chunk_size=args.chunk_size, memory_budget=args.memory_budget)
     except (FileNotFoundError, FileExistsError, SlideError, RegistryError, ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     for path in written:
@@ -140,4 +142,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTERED: list[Callable[[Any], None]] = [_predict_parser, _convert_parser, _extract_parser, _plot_parser]
+def _predict_cohort_parser(sub: Any) -> None:
+    from stgen.cohort import add_parser
+
+    add_parser(sub)
+
+
+REGISTERED: list[Callable[[Any], None]] = [_predict_parser, _predict_cohort_parser, _convert_parser, _extract_parser,
+                                           _plot_parser]
