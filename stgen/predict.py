@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import k_hop_subgraph
 
@@ -131,18 +132,21 @@ class ChunkedEncoder(Encoder):
         inner: the trained encoder (``receptive_field`` hops: ``None`` means the whole slide).
         chunk_size: spots per chunk; None derives it from ``memory_budget``.
         memory_budget: bytes the whole prediction may use (default: :func:`default_memory_budget`).
+        cache_edge_features: keep each chunk's edge features across calls (None: when the budget allows).
 
     Shapes:
         same as ``inner``: ``[N, G]``.
     """
 
-    def __init__(self, inner: Encoder, chunk_size: int | None = None, memory_budget: int | None = None) -> None:
+    def __init__(self, inner: Encoder, chunk_size: int | None = None, memory_budget: int | None = None,
+                 cache_edge_features: bool | None = None) -> None:
         super().__init__(inner.in_dim, inner.out_dim)
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk size must be >= 1, got {chunk_size}")
         self.inner = inner
         self.chunk_size = chunk_size
         self.memory_budget = memory_budget
+        self.cache_edge_features = cache_edge_features
         self.uses_state = inner.uses_state  # type: ignore[misc]
         self._plans: dict[int, tuple[Batch, Any]] = {}
         self.last_plan: ChunkPlan | None = None
@@ -168,6 +172,8 @@ class ChunkedEncoder(Encoder):
         halo = 1.3  # a chunk's receptive field adds about this factor of spots (spatial chunks)
         cache_context = ctx_bytes * n * halo <= 0.25 * room
         cache_edges = cache_context and (ctx_bytes + edge_bytes) * n * halo <= 0.4 * room
+        if self.cache_edge_features is not None:
+            cache_edges = cache_context and self.cache_edge_features
         kept = (ctx_bytes + (edge_bytes if cache_edges else 0)) * n * halo if cache_context else 0
         size = self.chunk_size
         if size is None:
@@ -175,7 +181,7 @@ class ChunkedEncoder(Encoder):
         plan = ChunkPlan(chunk_size=size, cache_context=cache_context, cache_edge_features=cache_edges)
         if hops is None or n <= size:
             plan.chunk_size = n
-            plan.cache_edge_features = True
+            plan.cache_edge_features = self.cache_edge_features is not False
             return plan
         k = getattr(self.inner, "k", None)
         edge_index = graph_with_k(batch, k) if k is not None else batch.edge_index
@@ -208,7 +214,7 @@ class ChunkedEncoder(Encoder):
         plan = self.plan(batch)
         context = ("whole", self.inner.prepare(batch)) if not plan.chunks else ("chunks", plan)
         if context[0] == "whole" and hasattr(context[1], "cache_edge_features"):
-            context[1].cache_edge_features = True
+            context[1].cache_edge_features = plan.cache_edge_features
         self._plans = {id(batch): (batch, context)}
         self.last_plan = plan
         return context
@@ -275,11 +281,13 @@ def load_module(checkpoint: str | Path, map_location: str = "cpu"):
 @torch.no_grad()
 def predict_slide(module: Any, adata: ad.AnnData, *, k: int = 8, feature_key: str = FEATURE_KEY,
                   n_samples: int = 1, steps: int | None = None, seed: int = 0,
-                  chunk_size: int | None = None, memory_budget: int | str | None = None) -> Prediction:
+                  chunk_size: int | None = None, memory_budget: int | str | None = None,
+                  timings: dict[str, float] | None = None) -> Prediction:
     """Predict the gene panel of one slide (with or without measured expression).
 
     The slide's features are used in place (no copy); chunks follow ``chunk_size`` or, by default,
     ``memory_budget`` (bytes or a size such as ``"4G"``; default: half the memory available).
+    ``timings``, when given, receives the seconds spent on the graph, the chunk plan and the sampling.
     """
     model = module.model
     genes = list(module.genes)
@@ -290,13 +298,27 @@ def predict_slide(module: Any, adata: ad.AnnData, *, k: int = 8, feature_key: st
             f"slide {slide_id(adata)!r}: obsm['{feature_key}'] has {np.asarray(feats).shape[1]} features but the "
             f"model was trained on {expected}; extract features with the same backend as the training data"
         )
+    clock = time.perf_counter()
     data = slide_to_data(adata, genes=None, k=k, feature_key=feature_key, with_expression=False)
     del data.y  # the sampler needs no expression: do not hold an [N, G] array of zeros
     device = next(model.parameters()).device
     batch = slide_batch(data).to(device)
     budget = None if memory_budget is None else parse_memory(memory_budget)
-    encoder: nn.Module = ChunkedEncoder(model.encoder, chunk_size=chunk_size, memory_budget=budget)
+    encoder = ChunkedEncoder(model.encoder, chunk_size=chunk_size, memory_budget=budget)
+    lap = {"graph": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    encoder.prepare(batch)  # the chunk plan, reused by every sampling step and sample
+    lap["plan"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     out = model.generator.predict(encoder, batch, model.prior, steps=steps, seed=seed, n_samples=n_samples)
+    lap["sampling"] = time.perf_counter() - clock
+    if timings is not None:
+        timings.update(lap)
+        plan = encoder.last_plan
+        if plan is not None:
+            timings["chunks"] = max(len(plan.chunks), 1)
+            timings["chunk_size"] = plan.chunk_size
+            timings["halo_spots"] = sum(c.subset.numel() - c.core.numel() for c in plan.chunks)
     std = None if out.std is None else out.std.float().cpu().numpy()
     return Prediction(mean=out.mean.float().cpu().numpy(), std=std, genes=genes)
 

@@ -98,6 +98,67 @@ def attention_edge_logits(attn_mlp: GatedMLP, w_e: Tensor, node_i: Tensor, node_
     return attn_mlp.gate(pre).squeeze(-1)
 
 
+class SlicedAttentionLogits(torch.autograd.Function):
+    """Attention logits over edge slices that keep nothing per edge for the backward pass.
+
+    Forward computes :func:`attention_edge_logits` slice by slice without recording a graph and saves
+    only the node terms, the edge features and the edge index. Backward restores the RNG state of the
+    forward pass (so dropout draws the same masks), recomputes each slice with gradients and
+    accumulates the node-term gradients with ``index_add_``: memory and time stay linear in the edges
+    (a checkpoint per slice would allocate a full ``[N, H, hidden]`` gradient for every slice).
+    Autocast settings of the forward pass are restored for the recomputation.
+
+    Shapes:
+        node_i, node_j ``[N, H, hidden]``; e ``[E, H, d_e/H]``; w_e ``[hidden, d_e/H]``; edge_index
+        ``[2, E]`` -> ``[E, H]``.
+    """
+
+    @staticmethod
+    def forward(ctx, attn_mlp: GatedMLP, edge_index: Tensor, node_i: Tensor, node_j: Tensor, e: Tensor,
+                w_e: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
+        device = e.device
+        ctx.attn_mlp = attn_mlp
+        ctx.device_type = device.type
+        ctx.autocast = (torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
+        ctx.cpu_rng = torch.get_rng_state()
+        ctx.dev_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        with torch.no_grad():
+            parts = [attention_edge_logits(attn_mlp, w_e, node_i, node_j, e[sl], edge_index[:, sl])
+                     for sl in edge_slices(edge_index.size(1))]
+        ctx.save_for_backward(edge_index, node_i, node_j, e, w_e, *params)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        edge_index, node_i, node_j, e, w_e, *params = ctx.saved_tensors
+        g_i, g_j = torch.zeros_like(node_i), torch.zeros_like(node_j)
+        g_e = torch.empty_like(e)
+        g_w = torch.zeros_like(w_e)
+        g_params = [torch.zeros_like(p) for p in params]
+        devices = [e.device] if ctx.dev_rng is not None else []
+        enabled, dtype = ctx.autocast
+        with torch.random.fork_rng(devices=devices, device_type=ctx.device_type), torch.enable_grad(), \
+                torch.autocast(ctx.device_type, dtype=dtype, enabled=enabled):
+            torch.set_rng_state(ctx.cpu_rng)
+            if ctx.dev_rng is not None:
+                torch.cuda.set_rng_state(ctx.dev_rng, e.device)
+            w = w_e.detach().requires_grad_(True)
+            for sl in edge_slices(edge_index.size(1)):
+                src, dst = edge_index[:, sl]
+                ni = node_i.detach().index_select(0, dst).requires_grad_(True)
+                nj = node_j.detach().index_select(0, src).requires_grad_(True)
+                es = e.detach()[sl].requires_grad_(True)
+                out = ctx.attn_mlp.gate((es @ w.T) + ni + nj).squeeze(-1)
+                grads = torch.autograd.grad(out, [ni, nj, es, w, *params], grad[sl])
+                g_i.index_add_(0, dst, grads[0].to(g_i.dtype))
+                g_j.index_add_(0, src, grads[1].to(g_j.dtype))
+                g_e[sl] = grads[2]
+                g_w += grads[3]
+                for acc, g in zip(g_params, grads[4:], strict=True):
+                    acc += g
+        return (None, None, g_i, g_j, g_e, g_w, *g_params)
+
+
 def attention_logits(
     attn_mlp: GatedMLP, q: Tensor, k: Tensor, e: Tensor, y: Tensor, edge_index: Tensor
 ) -> Tensor:
@@ -178,13 +239,12 @@ class FALocalBlock(nn.Module):
             return attention_logits_reference(self.attn_mlp, q, k, e, y, edge_index)
         w_q, w_k, w_e, w_y = split_attention_weight(self.attn_mlp, q, k, e, y)
         node_i, node_j = attention_node_terms(self.attn_mlp, w_q, w_k, w_y, q, k, y)
-        parts = []
-        for sl in edge_slices(edge_index.size(1)):
-            args = (self.attn_mlp, w_e, node_i, node_j, e[sl], edge_index[:, sl])
-            if recompute:
-                parts.append(checkpoint(attention_edge_logits, *args, use_reentrant=False))
-            else:
-                parts.append(attention_edge_logits(*args))
+        if recompute:
+            mlp = self.attn_mlp
+            params = (mlp.norm.weight, mlp.norm.bias, mlp.fc2.weight, mlp.fc2.bias)
+            return SlicedAttentionLogits.apply(mlp, edge_index, node_i, node_j, e, w_e, *params)
+        parts = [attention_edge_logits(self.attn_mlp, w_e, node_i, node_j, e[sl], edge_index[:, sl])
+                 for sl in edge_slices(edge_index.size(1))]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def forward(self, h: Tensor, y: Tensor, edge_index: Tensor, edge_inputs: Tensor,
