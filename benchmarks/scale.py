@@ -70,7 +70,9 @@ def build_encoder(name: str, in_dim: int, recompute: bool | None):
         return ENCODERS.get(name)(in_dim=in_dim, out_dim=GENES)
 
 
-def case_train(n: int, encoder: str, features: int, recompute: bool | None) -> dict:
+def case_train(n: int, encoder: str, features: int, recompute: bool | None, bf16: bool = False) -> dict:
+    import contextlib
+
     import torch
     from torch.nn import functional as F
     from torch_geometric.data import Batch, Data
@@ -88,11 +90,15 @@ def case_train(n: int, encoder: str, features: int, recompute: bool | None) -> d
     base = _status_kb("VmRSS")
     t0 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
-    loss = F.mse_loss(enc(batch, y_t, t), batch.y)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with autocast:
+        pred = enc(batch, y_t, t)
+    loss = F.mse_loss(pred.float(), batch.y)
     loss.backward()
     opt.step()
     secs = time.perf_counter() - t0
-    row = {"case": "train", "encoder": encoder, "n_spots": n, "features": features, "seconds": round(secs, 3),
+    row = {"case": "train" + ("-bf16" if bf16 else ""), "encoder": encoder, "n_spots": n, "features": features,
+           "seconds": round(secs, 3),
            "loss": round(float(loss.detach()), 6), **_peak()}
     row["rise_gib"] = round(row["peak_rss_gib"] - base / 2**20, 3)
     return row
@@ -178,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "train":
             c.add_argument("--encoder", default="fa_local")
             c.add_argument("--recompute", choices=["on", "off"], default=None)
+            c.add_argument("--bf16", action="store_true", help="bf16 autocast (as trainer.precision=bf16-mixed)")
         else:
             c.add_argument("--memory-budget", default=None)
             c.add_argument("--n-samples", type=int, default=1)
@@ -195,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
         if args.cmd == "train":
             rec = None if args.recompute is None else args.recompute == "on"
-            row = case_train(args.n, args.encoder, args.features, rec)
+            row = case_train(args.n, args.encoder, args.features, rec, args.bf16)
         else:
             row = case_predict(args.n, args.features, args.memory_budget, args.n_samples, args.sorted)
         print(json.dumps(row), flush=True)
