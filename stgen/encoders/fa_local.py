@@ -187,6 +187,11 @@ def attention_logits(
     return attn_mlp.gate(pre).squeeze(-1)
 
 
+def _maybe_recomputed(module: nn.Module, x: Tensor, recompute: bool) -> Tensor:
+    """``module(x)``; with ``recompute`` only ``x`` is kept for backward (activation checkpointing)."""
+    return checkpoint(module, x, use_reentrant=False) if recompute else module(x)
+
+
 class FALocalBlock(nn.Module):
     """One STFlow layer: frame-averaged edge features, MLP attention, output MLP and feed-forward.
 
@@ -265,8 +270,8 @@ class FALocalBlock(nn.Module):
         a = self.attn_drop(a)[..., None]
         ctx_v = scatter(a * v[src], dst, dim=0, dim_size=n, reduce="sum").reshape(n, -1)
         ctx_e = scatter(a * e, dst, dim=0, dim_size=n, reduce="sum").reshape(n, -1)
-        h = h + self.out_mlp(torch.cat([ctx_v, ctx_e], dim=-1))
-        return h + self.ffn(h)
+        h = h + _maybe_recomputed(self.out_mlp, torch.cat([ctx_v, ctx_e], dim=-1), recompute)
+        return h + _maybe_recomputed(self.ffn, h, recompute)
 
 
 @ENCODERS.register("fa_local")
@@ -294,9 +299,10 @@ class FALocalEncoder(Encoder):
             vector ``[r_ij, ||r_ij||]`` (not rotation invariant).
         relu_head: end every gene head with a ReLU.
         recompute: in training, keep only the outputs of the per-edge MLPs (edge features ``[E, d_e]``
-            and attention logits ``[E, H]``) for the backward pass and recompute their activations
-            there, slice by slice: the same loss and gradients at about a fifth of the training memory,
-            for about a third more compute. No effect in eval mode or without gradients.
+            and attention logits ``[E, H]``) and the inputs of the per-spot MLPs (output MLP,
+            feed-forward, gene heads) for the backward pass and recompute their activations there
+            (edge paths slice by slice): the same loss and gradients at about a quarter of the
+            training memory. No effect in eval mode or without gradients.
 
     Shapes:
         batch: PyG ``Batch`` with ``x [N, F]``, ``pos [N, 2]``, ``batch [N]`` and optionally
@@ -381,8 +387,8 @@ class FALocalEncoder(Encoder):
         edge = 3 * de + 2 * d + 4 * heads
         context = 16 + k * (16 + 12 * frames)
         edges = len(self.blocks) * k * de * 4
-        on_cpu = self.input_proj.weight.device.type == "cpu"
-        constant = (EDGE_CHUNK if on_cpu else EDGE_CHUNK_ACCELERATOR) * 4 * (frames * 3 * de + heads * 3 * self.blocks[0].attn_mlp.fc1.out_features)
+        rows = EDGE_CHUNK if self.input_proj.weight.device.type == "cpu" else EDGE_CHUNK_ACCELERATOR
+        constant = rows * 4 * (frames * 3 * de + heads * 3 * self.blocks[0].attn_mlp.fc1.out_features)
         return 4 * (node + k * edge), context, edges, constant
 
     def predict(self, batch: Batch, y: Tensor, t: Tensor, context: FALocalContext) -> Tensor:
@@ -399,6 +405,6 @@ class FALocalEncoder(Encoder):
                     if context.cache_edge_features:
                         context.edge_features[i] = e
             h = block(h, state, context.edge_index, context.edge_inputs, e, recompute)
-            state = head(h)
+            state = _maybe_recomputed(head, h, recompute)
             preds.append(state)
         return torch.stack(preds).mean(dim=0)
