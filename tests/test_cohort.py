@@ -56,7 +56,7 @@ def test_cohort_over_two_processes_writes_each_slide_once_and_reruns_skip(tmp_pa
     template = ad.read_h5ad(next((run / "predictions").glob("*.h5ad")))
     del template.layers["stgen_mean"]
     for i in range(5):
-        s = template[: 30 + 10 * i].copy()
+        s = template[: 20 + 8 * i].copy()
         s.uns["stgen"] = {"slide_id": f"s{i}"}
         s.write_h5ad(slides / f"s{i}.h5ad")
     out = tmp_path / "pred"
@@ -70,7 +70,7 @@ def test_cohort_over_two_processes_writes_each_slide_once_and_reruns_skip(tmp_pa
     assert sorted(p.name for p in out.iterdir()) == [f"s{i}.h5ad" for i in range(5)]  # no partial files
     for i in range(5):
         pred = ad.read_h5ad(out / f"s{i}.h5ad")
-        assert pred.n_obs == 30 + 10 * i and pred.layers["stgen_mean"].shape == (pred.n_obs, 6)
+        assert pred.n_obs == 20 + 8 * i and pred.layers["stgen_mean"].shape == (pred.n_obs, 6)
         assert np.isfinite(pred.layers["stgen_mean"]).all() and (pred.layers["stgen_std"] >= 0).all()
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     (out / "s3.h5ad").unlink()  # an interrupted cohort: the rerun does only what is missing

@@ -166,6 +166,40 @@ class SlicedAttentionLogits(torch.autograd.Function):
         return (None, None, g_i, g_j, g_e, g_w, *g_params)
 
 
+class WeightedNeighbourSum(torch.autograd.Function):
+    """``out[i] = sum_{e: dst(e) = i} a[e] * v[src(e)]`` per head, keeping only ``a`` and ``v`` for backward.
+
+    ``scatter(a * v[src], dst)`` would keep the gathered ``v[src]`` (``[E, H, D]``) for the backward
+    pass; here the gathers are redone slice by slice in backward.
+
+    Shapes:
+        a ``[E, H]``; v ``[N, H, D]``; edge_index ``[2, E]`` -> ``[N, H, D]``.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, v: Tensor, edge_index: Tensor) -> Tensor:  # type: ignore[override]
+        out = torch.zeros_like(v)
+        for sl in edge_slices(edge_index.size(1), device=v.device):
+            src, dst = edge_index[:, sl]
+            out.index_add_(0, dst, (a[sl, :, None] * v.index_select(0, src)).to(out.dtype))
+        ctx.save_for_backward(a, v, edge_index)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        a, v, edge_index = ctx.saved_tensors
+        g_a = torch.empty_like(a) if ctx.needs_input_grad[0] else None
+        g_v = torch.zeros_like(v) if ctx.needs_input_grad[1] else None
+        for sl in edge_slices(edge_index.size(1), device=v.device):
+            src, dst = edge_index[:, sl]
+            g = grad.index_select(0, dst)
+            if g_a is not None:
+                g_a[sl] = (g * v.index_select(0, src)).sum(-1)
+            if g_v is not None:
+                g_v.index_add_(0, src, (a[sl, :, None] * g).to(g_v.dtype))
+        return g_a, g_v, None
+
+
 def attention_logits(
     attn_mlp: GatedMLP, q: Tensor, k: Tensor, e: Tensor, y: Tensor, edge_index: Tensor
 ) -> Tensor:
@@ -268,7 +302,7 @@ class FALocalBlock(nn.Module):
             e = self.edge_features(edge_inputs, recompute)
         a = softmax(self.attention(q, k, e, y, edge_index, recompute), dst, num_nodes=n)
         a = self.attn_drop(a)[..., None]
-        ctx_v = scatter(a * v[src], dst, dim=0, dim_size=n, reduce="sum").reshape(n, -1)
+        ctx_v = WeightedNeighbourSum.apply(a.squeeze(-1), v, edge_index).reshape(n, -1)
         ctx_e = scatter(a * e, dst, dim=0, dim_size=n, reduce="sum").reshape(n, -1)
         h = h + _maybe_recomputed(self.out_mlp, torch.cat([ctx_v, ctx_e], dim=-1), recompute)
         return h + _maybe_recomputed(self.ffn, h, recompute)

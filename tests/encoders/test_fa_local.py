@@ -303,3 +303,19 @@ def test_fast_dropout_keep_rate_and_scale() -> None:
     assert torch.equal(drop.eval()(x), x)
     with pytest.raises(ValueError, match="dropout probability"):
         FastDropout(1.0)
+
+
+def test_weighted_neighbour_sum_matches_scatter_and_gradcheck(monkeypatch) -> None:
+    from torch_geometric.utils import scatter
+
+    import stgen.encoders.fa_local as fa
+
+    monkeypatch.setattr(fa, "EDGE_CHUNK", 7)  # several slices
+    gen = torch.Generator().manual_seed(0)
+    ei = knn_edges(_uniform_pos(12), 3)
+    a = torch.rand(ei.size(1), 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(12, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    out = fa.WeightedNeighbourSum.apply(a, v, ei)
+    ref = scatter(a[..., None] * v[ei[0]], ei[1], dim=0, dim_size=12, reduce="sum")
+    assert torch.allclose(out, ref)
+    assert torch.autograd.gradcheck(lambda a_, v_: fa.WeightedNeighbourSum.apply(a_, v_, ei), (a, v))
