@@ -50,17 +50,21 @@ def _flatten(info: dict, tree: str) -> dict:
         parts.append(f"F={info['features']}")
     return {"series": " ".join(p for p in parts if p), "n_spots": int(info["n_spots"]),
             "seconds": float(info["seconds"]), "memory_gib": memory, "memory_kind": kind,
-            "load": info.get("load")}
+            "rise_gib": info.get("rise_gib"), "load": info.get("load")}
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table: one line per series and N, with KiB per spot."""
-    out = ["| series | spots | seconds | memory GiB | KiB per spot | load |", "|---|---:|---:|---:|---:|---:|"]
+    """Markdown table: one line per series and N; KiB per spot of the rise during the call when known."""
+    out = ["| series | spots | seconds | memory GiB | rise GiB | KiB per spot (rise) | load |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["series"], r["n_spots"])):
-        mem = r["memory_gib"]
-        per_spot = "" if mem is None else f"{mem * 2**20 / r['n_spots']:.0f}"
+        mem, rise = r["memory_gib"], r.get("rise_gib")
+        if rise is None and r["memory_kind"] == "RSS rise":
+            rise = mem
+        per_spot = "" if rise is None else f"{rise * 2**20 / r['n_spots']:.0f}"
         out.append(f"| {r['series']} | {r['n_spots']:,} | {r['seconds']:.2f} | "
-                   f"{'' if mem is None else f'{mem:.2f}'} ({r['memory_kind']}) | {per_spot} | "
+                   f"{'' if mem is None else f'{mem:.2f}'} ({r['memory_kind']}) | "
+                   f"{'' if rise is None else f'{rise:.2f}'} | {per_spot} | "
                    f"{'' if r['load'] is None else r['load']} |")
     return "\n".join(out) + "\n"
 
