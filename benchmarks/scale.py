@@ -7,6 +7,7 @@ its peak resident set size (``VmHWM``: the whole process, interpreter, torch and
 - ``train``: one training step (forward in train mode, MSE, backward, Adam step) of an encoder on one
   random slide of N spots (uniform spots, kNN graph k = 8 built beforehand, not timed), at the paper's
   configuration by default (F = 1024, G = 50, fa_local d = d_e = 128, 4 layers, 4 heads);
+- ``infer``: one fa_local inference call (eval, no gradients, ``prepare`` included) on such a slide;
 - ``predict``: :func:`stgen.predict.predict_slide` (fa_local + flow + ZINB, 5 grid points = 4 network
   calls, one sample) on an in-memory AnnData of N spots stored in random order, with the time split into
   graph (squidpy kNN), plan (spatial chunks, subgraphs, frames), sampling and output assembly.
@@ -104,6 +105,28 @@ def case_train(n: int, encoder: str, features: int, recompute: bool | None, bf16
     return row
 
 
+def case_infer(n: int, features: int) -> dict:
+    """One inference call of fa_local (eval, no gradients, ``prepare`` included) on a random slide."""
+    import torch
+    from torch_geometric.data import Batch, Data
+
+    from stgen.data.graph import knn_edges
+
+    pos, gen = _random_positions(n, 0)
+    batch = Batch.from_data_list([Data(x=torch.randn(n, features, generator=gen), pos=pos,
+                                       edge_index=knn_edges(pos, K))])
+    enc = build_encoder("fa_local", features, None).eval()
+    y = torch.randn(n, GENES, generator=gen)
+    base = _status_kb("VmRSS")
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = enc(batch, y, torch.tensor([0.5]))
+    row = {"case": "infer", "encoder": "fa_local", "n_spots": n, "features": features,
+           "seconds": round(time.perf_counter() - t0, 3), "finite": bool(torch.isfinite(out).all()), **_peak()}
+    row["rise_gib"] = round(row["peak_rss_gib"] - base / 2**20, 3)
+    return row
+
+
 class _Module:
     """The parts of a trained LightningModule that :func:`stgen.predict.predict_slide` reads."""
 
@@ -177,10 +200,12 @@ def run_case(argv: list[str], tree: str | None = None, timeout: float = 3600) ->
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("train", "predict"):
+    for name in ("train", "predict", "infer"):
         c = sub.add_parser(name)
         c.add_argument("--n", type=int, required=True)
         c.add_argument("--features", type=int, default=1024)
+        if name == "infer":
+            continue
         if name == "train":
             c.add_argument("--encoder", default="fa_local")
             c.add_argument("--recompute", choices=["on", "off"], default=None)
@@ -190,17 +215,19 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument("--n-samples", type=int, default=1)
             c.add_argument("--sorted", action="store_true", help="store spots sorted by x (default: random order)")
     c = sub.add_parser("compare")
-    c.add_argument("case", choices=["train", "predict"])
+    c.add_argument("case", choices=["train", "predict", "infer"])
     c.add_argument("--n", type=int, nargs="+", required=True)
     c.add_argument("--trees", nargs="+", required=True, help="label=path (or path) of each source tree")
     c.add_argument("--json", default=None, help="append rows to this JSON-lines file")
     c.add_argument("--case-args", default="", help="options passed to every case, e.g. '--features 64'")
     args = p.parse_args(argv)
-    if args.cmd in ("train", "predict"):
+    if args.cmd in ("train", "predict", "infer"):
         import torch
 
         torch.set_num_threads(1)
-        if args.cmd == "train":
+        if args.cmd == "infer":
+            row = case_infer(args.n, args.features)
+        elif args.cmd == "train":
             rec = None if args.recompute is None else args.recompute == "on"
             row = case_train(args.n, args.encoder, args.features, rec, args.bf16)
         else:
