@@ -79,14 +79,17 @@ def plot(rows: list[dict], path: str) -> None:
     series: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         series[r["series"]].append(r)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for name, pts in sorted(series.items()):
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    colours = plt.get_cmap("tab20")
+    for i, (name, pts) in enumerate(sorted(series.items())):
         pts.sort(key=lambda r: r["n_spots"])
         ns = [r["n_spots"] for r in pts]
-        axes[0].plot(ns, [r["seconds"] for r in pts], "o-", label=name)
+        style = {"color": colours(i % 20), "linestyle": "--" if name.startswith("before") else "-",
+                 "marker": "os^Dv"[i % 5], "label": name}
+        axes[0].plot(ns, [r["seconds"] for r in pts], **style)
         mem = [(r["n_spots"], r["memory_gib"]) for r in pts if r["memory_gib"] is not None]
         if mem:
-            axes[1].plot(*zip(*mem, strict=True), "o-", label=name)
+            axes[1].plot(*zip(*mem, strict=True), **style)
     for ax, label in zip(axes, ("seconds (one thread)", "peak memory, GiB"), strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
