@@ -21,7 +21,9 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=None, help=argparse.SUPPRESS)  # removed: an error that says why
     p.add_argument("--feature-key", default="features", help="obsm key of the patch embeddings (.h5ad inputs)")
-    p.add_argument("--chunk-size", type=int, default=50_000, help="spots per inference chunk (bounds memory)")
+    p.add_argument("--chunk-size", type=int, default=None, help="spots per inference chunk (default: from --memory-budget)")
+    p.add_argument("--memory-budget", default=None,
+                   help="memory the prediction may use, e.g. 4G; sets the chunk size (default: half of what is available)")
     img = p.add_argument_group("images (whole-slide or plain H&E)")
     img.add_argument("--mpp", type=float, default=None,
                      help="microns per full-resolution pixel (required when the file does not record it, e.g. .jpg)")
@@ -94,7 +96,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         inputs = _expand_inputs(args.inputs)
         written = predict_files(
             args.checkpoint, inputs, args.out, feature_key=args.feature_key, n_samples=args.n_samples,
-            steps=args.steps, seed=args.seed, chunk_size=args.chunk_size, mpp=args.mpp, spots=args.spots,
+            steps=args.steps, seed=args.seed, chunk_size=args.chunk_size,
+            memory_budget=args.memory_budget, mpp=args.mpp, spots=args.spots,
             spacing_um=args.spacing_um, layout=args.layout, features=args.features,
             feature_params=_feature_params(args.feature_param), patch_um=args.patch_um, cache_dir=args.cache_dir,
             use_cache=not args.no_cache, num_workers=args.num_workers, batch_size=args.batch_size,
@@ -258,4 +261,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTERED: list[Callable[[Any], None]] = [_predict_parser, _convert_parser, _extract_parser, _plot_parser]
+def _predict_cohort_parser(sub: Any) -> None:
+    from stgen.cohort import add_parser
+
+    add_parser(sub)
+
+
+REGISTERED: list[Callable[[Any], None]] = [_predict_parser, _predict_cohort_parser, _convert_parser, _extract_parser,
+                                           _plot_parser]

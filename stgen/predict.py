@@ -1,23 +1,29 @@
 """Whole-slide prediction for new slides: chunked, exact, with uncertainty, AnnData in and out.
 
-Each network call of the sampler is computed in node chunks: a chunk plus its receptive field (the
-``receptive_field`` hops of the encoder, found on the slide's kNN graph with PyG's
-``k_hop_subgraph``) is run through the encoder and only the chunk's rows are kept. The sampler's state
-lives on the whole slide, so the result equals the unchunked computation while peak activation memory
-is bounded by the chunk and its halo.
+Each network call of the sampler is computed in spatial chunks: the spots are ordered along a Hilbert
+curve over the slide (whatever their order in the file), cut into consecutive chunks, and each chunk
+plus its receptive field (the ``receptive_field`` hops of the encoder, found on the slide's kNN graph
+with PyG's ``k_hop_subgraph``) is run through the encoder; only the chunk's rows are kept. The sampler's
+state lives on the whole slide, so the result equals the unchunked computation. Each chunk's subgraph
+and the encoder's per-chunk context (for ``fa_local``: frame inputs, and the frame-averaged edge features
+when they fit) are built once per slide and reused by every sampling step and every sample. The chunk
+size follows from a memory budget (``--memory-budget``; default: half the memory available).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anndata as ad
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import k_hop_subgraph
 
@@ -26,38 +32,192 @@ from stgen.data.slide import FEATURE_KEY, slide_id
 from stgen.encoders.base import Encoder
 from stgen.io import h5ad_safe
 
+#: bytes per spot assumed for an encoder that does not state its own (``inference_bytes_per_spot``)
+DEFAULT_BYTES_PER_SPOT = 64 * 1024
+#: spots per chunk at least (below, the halo dominates the work)
+MIN_CHUNK = 2048
+
+
+def parse_memory(text: str | int | float) -> int:
+    """Bytes from ``"6G"``, ``"512M"``, ``"1.5GiB"`` or a plain number of bytes."""
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(text))
+        if m is None:
+            raise ValueError(f"memory budget {text!r}: expected a size such as 4G, 512M or 1.5GiB")
+        scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
+        value = float(m.group(1)) * scale
+    if value <= 0:
+        raise ValueError(f"memory budget {text!r} must be positive")
+    return int(value)
+
+
+def default_memory_budget(device: torch.device | str = "cpu") -> int:
+    """Half the memory available now: free GPU memory on CUDA, ``MemAvailable`` elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] * 0.5)
+    try:
+        with open("/proc/meminfo") as fh:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh}
+        return int(info["MemAvailable"] * 0.5)
+    except (OSError, KeyError, ValueError):
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.5)
+
+
+def hilbert_order(pos: Tensor, bits: int = 16) -> Tensor:
+    """Permutation ordering spots along a Hilbert curve over their bounding box (spatially compact runs).
+
+    Shapes:
+        pos ``[N, 2]`` -> ``[N]`` (long).
+    """
+    p = pos.detach().double().cpu()
+    lo, hi = p.min(dim=0).values, p.max(dim=0).values
+    side = float((hi - lo).max().clamp_min(1e-12))
+    n = 1 << bits
+    q = ((p - lo) / side * (n - 1)).round().long()
+    x, y = q[:, 0].clone(), q[:, 1].clone()
+    d = torch.zeros_like(x)
+    s = n >> 1
+    while s > 0:
+        rx = (x & s) > 0
+        ry = (y & s) > 0
+        d += s * s * ((3 * rx.long()) ^ ry.long())
+        flip = ~ry & rx
+        x = torch.where(flip, n - 1 - x, x)
+        y = torch.where(flip, n - 1 - y, y)
+        swap = ~ry
+        x, y = torch.where(swap, y, x), torch.where(swap, x, y)
+        s >>= 1
+    return torch.argsort(d, stable=True).to(pos.device)
+
+
+@dataclass
+class Chunk:
+    """One spatial chunk of a slide and everything about it that no sampling step changes.
+
+    Args:
+        core: the chunk's spots (slide indices) whose outputs are kept.
+        subset: core plus receptive-field halo (slide indices), the rows the encoder sees.
+        mapping: positions of ``core`` within ``subset``.
+        batch: the subgraph (``pos``, ``edge_index``, ``batch``; features are gathered per call).
+        context: the inner encoder's ``prepare`` result for ``batch``, or None to rebuild it per call.
+
+    Shapes:
+        core ``[C]``, subset ``[S]``, mapping ``[C]``.
+    """
+
+    core: Tensor
+    subset: Tensor
+    mapping: Tensor
+    batch: Batch
+    context: Any = None
+
+
+@dataclass
+class ChunkPlan:
+    """How a slide is cut: chunks, their size, and what is kept across calls."""
+
+    chunks: list[Chunk] = field(default_factory=list)
+    chunk_size: int = 0
+    cache_context: bool = True
+    cache_edge_features: bool = False
+
 
 class ChunkedEncoder(Encoder):
-    """Wraps an encoder so each call runs over node chunks with their receptive-field halo.
+    """Wraps an encoder so each call runs over spatial chunks with their receptive-field halo.
 
     Args:
         inner: the trained encoder (``receptive_field`` hops: ``None`` means the whole slide).
-        chunk_size: spots per chunk.
+        chunk_size: spots per chunk; None derives it from ``memory_budget``.
+        memory_budget: bytes the whole prediction may use (default: :func:`default_memory_budget`).
+        cache_edge_features: keep each chunk's edge features across calls (None: when the budget allows).
 
     Shapes:
         same as ``inner``: ``[N, G]``.
     """
 
-    def __init__(self, inner: Encoder, chunk_size: int = 50_000) -> None:
+    def __init__(self, inner: Encoder, chunk_size: int | None = None, memory_budget: int | None = None,
+                 cache_edge_features: bool | None = None) -> None:
         super().__init__(inner.in_dim, inner.out_dim)
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk size must be >= 1, got {chunk_size}")
         self.inner = inner
         self.chunk_size = chunk_size
+        self.memory_budget = memory_budget
+        self.cache_edge_features = cache_edge_features
         self.uses_state = inner.uses_state  # type: ignore[misc]
+        self._plans: dict[int, tuple[Batch, Any]] = {}
+        self.last_plan: ChunkPlan | None = None
 
-    def prepare(self, batch: Batch) -> Any:
+    def _bytes_per_spot(self) -> tuple[int, int, int, int]:
+        """(activations, kept context, kept edge features) per spot of a chunk and its halo, and a
+        constant working set, in bytes (the inner encoder's ``inference_bytes_per_spot`` when it has one)."""
+        fn = getattr(self.inner, "inference_bytes_per_spot", None)
+        if fn is None:
+            return DEFAULT_BYTES_PER_SPOT, 0, 0, 0
+        return fn()
+
+    def plan(self, batch: Batch) -> ChunkPlan:
+        """Chunk size from the budget, spatial chunks, and each chunk's subgraph and context."""
         hops = getattr(self.inner, "receptive_field", None)
         n = batch.num_nodes
-        if hops is None or n <= self.chunk_size:
-            return ("whole", self.inner.prepare(batch))
+        act, ctx_bytes, edge_bytes, constant = self._bytes_per_spot()
+        budget = self.memory_budget or default_memory_budget(batch.pos.device)
+        # slide-level arrays the sampler holds whatever the chunking: features, ~6 states [N, G], graph
+        fixed = (batch.x.nelement() * batch.x.element_size() + 6 * n * self.out_dim * 4 + 2 * 16 * n * 8
+                 + constant + (256 << 20))
+        room = max(budget - fixed, 0)
+        halo = 1.3  # a chunk's receptive field adds about this factor of spots (spatial chunks)
+        cache_context = ctx_bytes * n * halo <= 0.25 * room
+        cache_edges = cache_context and (ctx_bytes + edge_bytes) * n * halo <= 0.4 * room
+        if self.cache_edge_features is not None:
+            cache_edges = cache_context and self.cache_edge_features
+        kept = (ctx_bytes + (edge_bytes if cache_edges else 0)) * n * halo if cache_context else 0
+        size = self.chunk_size
+        if size is None:
+            size = max(MIN_CHUNK, int((room - kept) / (act * halo * 1.5)))
+        plan = ChunkPlan(chunk_size=size, cache_context=cache_context, cache_edge_features=cache_edges)
+        if hops is None or n <= size:
+            plan.chunk_size = n
+            plan.cache_edge_features = self.cache_edge_features is not False
+            return plan
         k = self.inner.graph_k
         edge_index = graph_with_k(batch, k) if k is not None else batch.edge_index
-        chunks = []
-        for start in range(0, n, self.chunk_size):
-            core = torch.arange(start, min(start + self.chunk_size, n), device=batch.pos.device)
+        order = hilbert_order(batch.pos)
+        for start in range(0, n, size):
+            core = order[start:start + size].sort().values
             subset, sub_edges, mapping, _ = k_hop_subgraph(core, int(hops), edge_index, relabel_nodes=True,
                                                            num_nodes=n, flow="source_to_target")
-            chunks.append((core, subset, sub_edges, mapping))
-        return ("chunks", chunks)
+            sub = Batch(pos=batch.pos[subset], edge_index=sub_edges,
+                        batch=torch.zeros(subset.numel(), dtype=torch.long, device=subset.device),
+                        ptr=torch.tensor([0, subset.numel()], device=subset.device))
+            sub.graph_k = k
+            chunk = Chunk(core=core, subset=subset, mapping=mapping, batch=sub)
+            if cache_context:
+                chunk.context = self._prepare_chunk(chunk, batch, cache_edges)
+            plan.chunks.append(chunk)
+        return plan
+
+    def _prepare_chunk(self, chunk: Chunk, batch: Batch, cache_edges: bool) -> Any:
+        context = self.inner.prepare(chunk.batch)
+        if hasattr(context, "cache_edge_features"):
+            context.cache_edge_features = cache_edges
+        return context
+
+    def prepare(self, batch: Batch) -> Any:
+        """The slide's chunk plan, built once per batch and reused by every sample drawn from it."""
+        held = self._plans.get(id(batch))
+        if held is not None and held[0] is batch:
+            return held[1]
+        plan = self.plan(batch)
+        context = ("whole", self.inner.prepare(batch)) if not plan.chunks else ("chunks", plan)
+        if context[0] == "whole" and hasattr(context[1], "cache_edge_features"):
+            context[1].cache_edge_features = plan.cache_edge_features
+        self._plans = {id(batch): (batch, context)}
+        self.last_plan = plan
+        return context
 
     def predict(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
         mode, payload = context
@@ -65,13 +225,29 @@ class ChunkedEncoder(Encoder):
             return self.inner(batch, y, t, payload)
         out = y.new_empty(y.shape)
         node_t = t[batch.batch]
-        for core, subset, sub_edges, mapping in payload:
-            sub = Data(x=batch.x[subset], pos=batch.pos[subset], edge_index=sub_edges)
-            sub.graph_k = self.inner.graph_k
-            sub_batch = Batch.from_data_list([sub])
-            sub_t = node_t[subset][:1]
-            out[core] = self.inner(sub_batch, y[subset], sub_t)[mapping]
+        for chunk in payload.chunks:
+            sub = chunk.batch
+            sub.x = batch.x[chunk.subset]
+            try:
+                inner_context = chunk.context
+                if inner_context is None:
+                    inner_context = self.inner.prepare(sub)
+                sub_t = node_t[chunk.subset[:1]]
+                out[chunk.core] = self.inner(sub, y[chunk.subset], sub_t, inner_context)[chunk.mapping]
+            finally:
+                del sub.x
         return out
+
+
+def slide_batch(data: Data) -> Batch:
+    """A one-slide ``Batch`` sharing ``data``'s tensors (``Batch.from_data_list`` would copy them)."""
+    n = data.num_nodes
+    batch = Batch(x=data.x, pos=data.pos, edge_index=data.edge_index,
+                  batch=torch.zeros(n, dtype=torch.long), ptr=torch.tensor([0, n]))
+    for key in ("slide_id", "graph_k"):
+        if key in data:
+            batch[key] = data[key]
+    return batch
 
 
 @dataclass
@@ -119,11 +295,15 @@ def _check_input(module: Any, adata: ad.AnnData, path: Path, feature_key: str) -
 @torch.no_grad()
 def predict_slide(module: Any, adata: ad.AnnData, *, feature_key: str = FEATURE_KEY,
                   n_samples: int | None = None, steps: int | None = None, seed: int = 0,
-                  chunk_size: int = 50_000) -> Prediction:
+                  chunk_size: int | None = None, memory_budget: int | str | None = None,
+                  timings: dict[str, float] | None = None) -> Prediction:
     """Predict the gene panel of one slide (with or without measured expression).
 
     The slide graph is the one the checkpoint's encoder reads (``encoder.k``); ``n_samples`` and ``steps``
-    default to the checkpoint's generator settings.
+    default to the checkpoint's generator settings. The slide's features are used in place (no copy);
+    chunks follow ``chunk_size`` or, by default, ``memory_budget`` (bytes or a size such as ``"4G"``;
+    default: half the memory available). ``timings``, when given, receives the seconds spent on the
+    graph, the chunk plan and the sampling.
     """
     model = module.model
     genes = list(module.genes)
@@ -134,14 +314,30 @@ def predict_slide(module: Any, adata: ad.AnnData, *, feature_key: str = FEATURE_
             f"slide {slide_id(adata)!r}: obsm['{feature_key}'] has {np.asarray(feats).shape[1]} features but the "
             f"model was trained on {expected}; extract features with the same backend as the training data"
         )
+    clock = time.perf_counter()
     data = slide_to_data(adata, genes=None, k=model.encoder.graph_k, feature_key=feature_key,
                          with_expression=False)
-    data.y = torch.zeros(data.num_nodes, len(genes))
-    batch = Batch.from_data_list([data])
-    encoder: nn.Module = ChunkedEncoder(model.encoder, chunk_size=chunk_size)
+    del data.y  # the sampler needs no expression: do not hold an [N, G] array of zeros
+    device = next(model.parameters()).device
+    batch = slide_batch(data).to(device)
+    budget = None if memory_budget is None else parse_memory(memory_budget)
+    encoder = ChunkedEncoder(model.encoder, chunk_size=chunk_size, memory_budget=budget)
+    lap = {"graph": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    encoder.prepare(batch)  # the chunk plan, reused by every sampling step and sample
+    lap["plan"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     out = model.generator.predict(encoder, batch, model.prior, steps=steps, seed=seed, n_samples=n_samples)
-    std = None if out.std is None else out.std.float().numpy()
-    return Prediction(mean=out.mean.float().numpy(), std=std, genes=genes, n_samples=out.n_samples)
+    lap["sampling"] = time.perf_counter() - clock
+    if timings is not None:
+        timings.update(lap)
+        plan = encoder.last_plan
+        if plan is not None:
+            timings["chunks"] = max(len(plan.chunks), 1)
+            timings["chunk_size"] = plan.chunk_size
+            timings["halo_spots"] = sum(c.subset.numel() - c.core.numel() for c in plan.chunks)
+    std = None if out.std is None else out.std.float().cpu().numpy()
+    return Prediction(mean=out.mean.float().cpu().numpy(), std=std, genes=genes, n_samples=out.n_samples)
 
 
 def to_anndata(adata: ad.AnnData, pred: Prediction, info: dict[str, Any]) -> ad.AnnData:
@@ -261,3 +457,47 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir:
             out_dir.rmdir()
         raise
     return written
+
+
+def prediction_info(module: Any, checkpoint: str | Path, n_samples: int, seed: int) -> dict[str, Any]:
+    """What ``uns['stgen']`` of a prediction records about the model and the sampling."""
+    from stgen import __version__
+
+    return {"checkpoint": str(checkpoint), "model_version": __version__, "model_spec": module.hparams.model_spec,
+            "n_samples": n_samples, "seed": seed}
+
+
+def predict_file(module: Any, checkpoint: str | Path, src: str | Path, dst: str | Path,
+                 **kwargs: Any) -> int | None:
+    """Predict the slide file ``src`` and write ``dst`` once, atomically; skip it if ``dst`` exists.
+
+    The output is written to a temporary file beside ``dst`` and hard-linked to ``dst``, which fails if
+    ``dst`` appeared meanwhile (so a finished output is never replaced, even by a concurrent process).
+
+    Returns:
+        the number of spots predicted, or None when ``dst`` existed (nothing done).
+    """
+    from stgen.io import write_h5ad
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        return None
+    adata = ad.read_h5ad(src)
+    if "slide_id" not in adata.uns.get("stgen", {}):
+        adata.uns.setdefault("stgen", {})["slide_id"] = src.stem
+    pred = predict_slide(module, adata, **kwargs)
+    info = prediction_info(module, checkpoint, kwargs.get("n_samples", 1), kwargs.get("seed", 0))
+    out = to_anndata(adata, pred, info)
+    del adata, pred
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
+    try:
+        write_h5ad(out, tmp)
+        try:
+            os.link(tmp, dst)
+        except FileExistsError:
+            return None
+        except OSError:  # no hard links on this file system: rename (atomic, may replace a racing twin)
+            os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out.n_obs

@@ -114,6 +114,14 @@ def make_generator(seed: int | None) -> torch.Generator | None:
     return g
 
 
+def state_like(batch: Batch) -> Tensor:
+    """An empty tensor with the device and dtype of the sampler's state: the features' device, float32
+    (float64 when the features are float64; half-precision features still give a float32 state)."""
+    x = batch.x
+    dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+    return torch.empty(0, device=x.device, dtype=dtype)
+
+
 def prior_sample(prior: Prior, batch: Batch, n_genes: int, seed: int | None, like: Tensor) -> Tensor:
     """A prior sample for every spot of ``batch``, on ``like``'s device and dtype."""
     y0 = prior.sample((batch.num_nodes, n_genes), generator=make_generator(seed))

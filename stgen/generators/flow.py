@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from torch_geometric.data import Batch
 
 from stgen.encoders.base import Encoder
-from stgen.generators.base import Generator, LossOutput, prior_sample
+from stgen.generators.base import Generator, LossOutput, prior_sample, state_like
 from stgen.priors.base import Prior
 from stgen.registry import GENERATORS
 
@@ -84,7 +84,7 @@ class FlowGenerator(Generator):
 
     def sample(self, encoder: Encoder, batch: Batch, prior: Prior, steps: int | None = None,
                seed: int | None = None) -> Tensor:
-        like = batch.x.new_empty(0)
+        like = state_like(batch)
         y0 = prior_sample(prior, batch, encoder.out_dim, seed, like)
         context = encoder.prepare(batch)
         b = batch.num_graphs

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from torch_geometric.data import Batch
 
 from stgen.encoders.base import Encoder
-from stgen.generators.base import Generator, LossOutput
+from stgen.generators.base import Generator, LossOutput, state_like
 from stgen.priors.base import Prior
 from stgen.registry import GENERATORS
 
@@ -33,7 +33,8 @@ class RegressionGenerator(Generator):
         super().__init__(steps=steps, n_samples=n_samples)
 
     def _call(self, encoder: Encoder, batch: Batch) -> Tensor:
-        y0 = torch.zeros_like(batch.y)
+        like = state_like(batch)
+        y0 = like.new_zeros(batch.num_nodes, encoder.out_dim)
         t = torch.zeros(batch.num_graphs, device=y0.device, dtype=y0.dtype)
         return encoder(batch, y0, t)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from stgen.nn.dropout import FastDropout
+
 
 class GatedMLP(nn.Module):
     """SwiGLU MLP with a packed first layer.
 
     ``fc1: in -> hid``; split into halves ``a, b``; ``SiLU(a) * b``; dropout; ``LayerNorm(hid/2)``;
-    ``fc2: hid/2 -> out``; dropout.
+    ``fc2: hid/2 -> out``; dropout (:class:`~stgen.nn.dropout.FastDropout`).
 
     Args:
         in_dim: input width.
@@ -29,7 +31,7 @@ class GatedMLP(nn.Module):
         self.fc1 = nn.Linear(in_dim, hidden_dim)
         self.norm = nn.LayerNorm(hidden_dim // 2)
         self.fc2 = nn.Linear(hidden_dim // 2, out_dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = FastDropout(dropout)
 
     def gate(self, pre: Tensor) -> Tensor:
         """Everything after ``fc1``: useful when ``fc1``'s output is assembled from split terms."""
@@ -39,5 +41,12 @@ class GatedMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.gate(self.fc1(x))
+
+    def frame_mean(self, x: Tensor, dim: int) -> Tensor:
+        """``self(x).mean(dim)``; without active dropout ``fc2`` is applied after the mean (it is linear)."""
+        if self.training and self.drop.p > 0:
+            return self(x).mean(dim=dim)
+        a, b = self.fc1(x).chunk(2, dim=-1)
+        return self.fc2(self.norm(F.silu(a) * b).mean(dim=dim))
 
 

@@ -21,9 +21,15 @@ class Prior(Configurable, nn.Module, ABC):
     Args:
         n_genes: gene-panel size G (data-derived).
 
+    :meth:`sample` draws in blocks of at most :attr:`block_elements` values (rows in order, one
+    generator), so the transient memory of a draw does not grow with the slide: only the result does.
+
     Shapes:
         sample: ``shape = (N, G)`` -> ``[N, G]`` float tensor in log1p space (or the prior's own space).
     """
+
+    #: values drawn per block (rows of ``G`` genes) by :meth:`sample`
+    block_elements: ClassVar[int] = 1 << 21
 
     data_args: ClassVar[tuple[str, ...]] = ("n_genes",)
 
@@ -39,7 +45,17 @@ class Prior(Configurable, nn.Module, ABC):
     ) -> Tensor:
         if len(shape) != 2 or shape[1] != self.n_genes:
             raise ValueError(f"{type(self).__name__}: expected shape (N, {self.n_genes}), got {tuple(shape)}")
-        out = self._sample(tuple(shape), generator)
+        n, genes = shape
+        rows = max(1, self.block_elements // max(genes, 1))
+        if n <= rows:
+            out = self._sample((n, genes), generator)
+        else:
+            first = self._sample((rows, genes), generator)
+            out = first.new_empty((n, genes))
+            out[:rows] = first
+            for start in range(rows, n, rows):
+                stop = min(start + rows, n)
+                out[start:stop] = self._sample((stop - start, genes), generator)
         return out.to(device) if device is not None else out
 
     @abstractmethod

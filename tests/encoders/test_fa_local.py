@@ -217,3 +217,108 @@ def test_closed_form_eigenvectors_match_eigh():
     # same eigenvectors up to sign, same (ascending) order
     assert torch.allclose((vecs * ref).sum(1).abs(), torch.ones(500, 2, dtype=torch.float64), atol=1e-9)
     assert torch.allclose(vecs.transpose(1, 2) @ cov @ vecs, torch.diag_embed(vals), atol=1e-9)
+
+
+def _train_step(model: FALocalEncoder, batch: Batch, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    loss = model(batch, batch.y, torch.tensor([0.5])).pow(2).mean()
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("edge_chunk", [64, 1 << 15])
+def test_recompute_gives_the_same_loss_and_gradients(monkeypatch, edge_chunk: int) -> None:
+    """Recomputing the per-edge MLPs in backward (dropout active) changes neither the loss nor any gradient."""
+    import stgen.encoders.fa_local as fa
+
+    monkeypatch.setattr(fa, "EDGE_CHUNK", edge_chunk)
+    torch.manual_seed(0)
+    model = FALocalEncoder(F_IN, G, hidden_dim=32, edge_dim=32, num_layers=2).train()
+    batch = Batch.from_data_list([_slide(_uniform_pos(120))])
+    model.recompute = False
+    loss_ref, grads_ref = _train_step(model, batch, seed=3)
+    model.recompute = True
+    loss, grads = _train_step(model, batch, seed=3)
+    assert torch.equal(loss, loss_ref)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert torch.allclose(g, g_ref, atol=1e-6, rtol=1e-5)
+    _, other = _train_step(model, batch, seed=4)  # another dropout draw gives other gradients
+    assert not torch.allclose(other[0], grads[0])
+
+
+def test_edge_slices_do_not_change_outputs(monkeypatch) -> None:
+    import stgen.encoders.fa_local as fa
+
+    model = _model(hidden_dim=32, edge_dim=32, num_layers=2)
+    slide = _slide(_uniform_pos(100))
+    whole = _run(model, [slide], [0.3])
+    monkeypatch.setattr(fa, "EDGE_CHUNK", 37)
+    assert len(fa.edge_slices(800)) == 22
+    assert torch.allclose(whole, _run(model, [slide], [0.3]), atol=1e-5, rtol=0)
+
+
+def test_variable_neighbour_counts() -> None:
+    """Spots with more or fewer than k neighbours (e.g. ties kept by the graph builder) are handled."""
+    model = _model(hidden_dim=32, edge_dim=32, num_layers=2)
+    pos = _uniform_pos(60)
+    ei = knn_edges(pos, K)
+    extra = knn_edges(pos, K + 3)
+    keep = torch.ones(ei.size(1), dtype=torch.bool)
+    keep[:40] = False  # the first 5 spots lose all their neighbours
+    keep &= ei[1] < 50
+    ei_var = torch.cat([ei[:, keep], extra[:, extra[1] >= 50]], dim=1)  # the last 10 spots get 11
+    deg = ei_var[1].bincount(minlength=60)
+    assert deg.min() == 0 and deg.max() == K + 3
+    slide = _slide(pos)
+    slide.edge_index = ei_var
+    slide.graph_k = K
+    batch = Batch.from_data_list([slide])
+    ctx = model.prepare(batch)
+    assert ctx.edge_index.size(1) == ei_var.size(1)
+    with torch.no_grad():
+        out = model(batch, batch.y, torch.tensor([0.5]), ctx)
+    assert out.shape == (60, G) and torch.isfinite(out).all()
+    model.train()
+    model(batch, batch.y, torch.tensor([0.5])).sum().backward()
+
+
+def test_gated_mlp_frame_mean_matches_forward() -> None:
+    torch.manual_seed(0)
+    mlp = GatedMLP(3, 16, 8, dropout=0.2).eval()
+    x = torch.randn(30, 4, 3)
+    with torch.no_grad():
+        assert torch.allclose(mlp.frame_mean(x, dim=1), mlp(x).mean(dim=1), atol=1e-6)
+
+
+def test_fast_dropout_keep_rate_and_scale() -> None:
+    from stgen.nn.dropout import FastDropout
+
+    drop = FastDropout(0.2).train()
+    torch.manual_seed(0)
+    x = torch.ones(400_000)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1.25))
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # the default generator drives it
+    assert torch.equal(drop.eval()(x), x)
+    with pytest.raises(ValueError, match="dropout probability"):
+        FastDropout(1.0)
+
+
+def test_weighted_neighbour_sum_matches_scatter_and_gradcheck(monkeypatch) -> None:
+    from torch_geometric.utils import scatter
+
+    import stgen.encoders.fa_local as fa
+
+    monkeypatch.setattr(fa, "EDGE_CHUNK", 7)  # several slices
+    gen = torch.Generator().manual_seed(0)
+    ei = knn_edges(_uniform_pos(12), 3)
+    a = torch.rand(ei.size(1), 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(12, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    out = fa.WeightedNeighbourSum.apply(a, v, ei)
+    ref = scatter(a[..., None] * v[ei[0]], ei[1], dim=0, dim_size=12, reduce="sum")
+    assert torch.allclose(out, ref)
+    assert torch.autograd.gradcheck(lambda a_, v_: fa.WeightedNeighbourSum.apply(a_, v_, ei), (a, v))
