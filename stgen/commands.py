@@ -140,4 +140,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTERED: list[Callable[[Any], None]] = [_predict_parser, _convert_parser, _extract_parser, _plot_parser]
+def _ablate_parser(sub: Any) -> None:
+    from stgen.ablate import _ablate_parser as add
+
+    add(sub)
+
+
+REGISTERED: list[Callable[[Any], None]] = [_predict_parser, _convert_parser, _extract_parser, _plot_parser,
+                                           _ablate_parser]

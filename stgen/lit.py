@@ -13,6 +13,7 @@ from torch_geometric.data import Batch
 
 from stgen.metrics import Evaluation, evaluate
 from stgen.model import build_model, model_sources
+from stgen.preprocess import PreprocessSpec
 from stgen.registry import RegistryError
 
 
@@ -62,6 +63,8 @@ class STGenLightning(pl.LightningModule):
         eval_n_samples: samples per slide at evaluation.
         eval_seed: seed of the evaluation prior samples.
         sources: which package provided each component (filled in automatically).
+        preprocess: input standardisation and target (:class:`~stgen.preprocess.PreprocessSpec` as a
+            dict; None, as in older checkpoints, means no standardisation and log1p targets).
 
     Shapes:
         batches are PyG ``Batch`` objects with ``x [N, F]``, ``pos [N, 2]``, ``y [N, G]``.
@@ -69,7 +72,8 @@ class STGenLightning(pl.LightningModule):
 
     def __init__(self, model_spec: Mapping[str, Any], in_dim: int, genes: Sequence[str], lr: float = 5e-4,
                  weight_decay: float = 0.0, eval_steps: int | None = None, eval_n_samples: int = 1,
-                 eval_seed: int = 0, sources: Mapping[str, Any] | None = None) -> None:
+                 eval_seed: int = 0, sources: Mapping[str, Any] | None = None,
+                 preprocess: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         spec = {k: dict(v) for k, v in model_spec.items()}
         if sources is None:
@@ -79,11 +83,14 @@ class STGenLightning(pl.LightningModule):
             "eval_steps": eval_steps, "eval_n_samples": eval_n_samples, "eval_seed": eval_seed,
             "sources": dict(sources),
         })
+        self.preprocess = PreprocessSpec.from_any(preprocess)
+        self.save_hyperparameters({"preprocess": None if preprocess is None else self.preprocess.to_dict()})
         self.genes = list(genes)
         msg = missing_sources(sources, "this model")
         if msg:
             raise RegistryError(msg)
-        self.model = build_model(spec, in_dim=in_dim, n_genes=len(self.genes))
+        self.model = build_model(spec, in_dim=in_dim, n_genes=len(self.genes),
+                                 standardize=self.preprocess.standardize)
         self._eval: dict[str, list[SlidePrediction]] = {}
         self.results: dict[str, Evaluation] = {}
         self.predictions: dict[str, list[SlidePrediction]] = {}

@@ -118,7 +118,7 @@ def predict_slide(module: Any, adata: ad.AnnData, *, k: int = 8, feature_key: st
         )
     data = slide_to_data(adata, genes=None, k=k, feature_key=feature_key, with_expression=False)
     data.y = torch.zeros(data.num_nodes, len(genes))
-    batch = Batch.from_data_list([data])
+    batch = model.inputs(Batch.from_data_list([data]))  # the checkpoint's input standardisation
     encoder: nn.Module = ChunkedEncoder(model.encoder, chunk_size=chunk_size)
     out = model.generator.predict(encoder, batch, model.prior, steps=steps, seed=seed, n_samples=n_samples)
     std = None if out.std is None else out.std.float().numpy()
@@ -145,9 +145,18 @@ def to_anndata(adata: ad.AnnData, pred: Prediction, info: dict[str, Any]) -> ad.
     out.layers["stgen_mean"] = pred.mean.astype(np.float32)
     if pred.std is not None:
         out.layers["stgen_std"] = pred.std.astype(np.float32)
-    out.uns["stgen"] = {**h5ad_safe(dict(adata.uns.get("stgen", {}))), **h5ad_safe(info), "genes": genes,
-                        "target": "log1p counts"}
+    out.uns["stgen"] = {**h5ad_safe(dict(adata.uns.get("stgen", {}))), **h5ad_safe(info), "genes": genes}
+    out.uns["stgen"].setdefault("target", "log1p")
     return out
+
+
+def target_info(module: Any) -> dict[str, str]:
+    """What ``stgen_mean`` holds: the checkpoint's target and its description."""
+    from stgen.preprocess import TARGET_DESCRIPTIONS
+
+    target = getattr(module, "preprocess", None)
+    name = target.target if target is not None else "log1p"
+    return {"target": name, "target_description": TARGET_DESCRIPTIONS[name]}
 
 
 def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, **kwargs: Any) -> list[Path]:
@@ -172,7 +181,8 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir:
             adata.uns.setdefault("stgen", {})["slide_id"] = Path(src).stem
         pred = predict_slide(module, adata, **kwargs)
         info = {"checkpoint": str(checkpoint), "model_version": __version__, "model_spec": module.hparams.model_spec,
-                "n_samples": kwargs.get("n_samples", 1), "seed": kwargs.get("seed", 0)}
+                "n_samples": kwargs.get("n_samples", 1), "seed": kwargs.get("seed", 0),
+                **target_info(module)}
         write_h5ad(to_anndata(adata, pred, info), dst)
         written.append(dst)
     return written
