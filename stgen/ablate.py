@@ -329,8 +329,13 @@ class AblationResult:
 
 
 def ablate(overrides: Sequence[str], variants: Sequence[str], seeds: Sequence[int], out: Path, jobs: int = 1,
-           resume: bool = False, ensembles: bool = True, command: str = "") -> AblationResult:
-    """Run the grid (trained variants first, in parallel when ``jobs > 1``), then write the report."""
+           resume: bool = False, ensembles: bool = True, command: str = "",
+           report_only: bool = False) -> AblationResult:
+    """Run the grid (trained variants first, in parallel when ``jobs > 1``), then write the report.
+
+    ``report_only`` trains nothing: the report covers the runs already finished in ``out`` and lists the
+    missing ones (for a grid cut short by a time limit).
+    """
     from stgen.config import compose_run
     from stgen.run import build_data, preprocess_spec
 
@@ -339,7 +344,9 @@ def ablate(overrides: Sequence[str], variants: Sequence[str], seeds: Sequence[in
         raise ValueError(f"unknown variant(s) {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
     if not seeds:
         raise ValueError("give at least one seed (--seeds 0 1 2)")
-    if out.exists() and any(out.iterdir()) and not resume:
+    if report_only and not (out / "runs").is_dir():
+        raise FileNotFoundError(f"{out} holds no runs to report on (runs/ is missing)")
+    if out.exists() and any(out.iterdir()) and not (resume or report_only):
         raise FileExistsError(f"{out} exists and is not empty; choose another -o or pass --resume to reuse its runs")
     trained = list(dict.fromkeys([v for v in variants if VARIANTS[v].trained]
                                  + [VARIANTS[v].reuse for v in variants if not VARIANTS[v].trained]))
@@ -355,17 +362,23 @@ def ablate(overrides: Sequence[str], variants: Sequence[str], seeds: Sequence[in
         ov = [*merge_overrides(overrides, VARIANTS[v].overrides), f"seed={s}"]
         _train(ov, _run_dir(out, v, s), out / "logs" / f"{v}-s{s}.log", in_process)
 
-    if in_process:
+    if report_only:
+        pass
+    elif in_process:
         for item in jobs_list:
             job(item)
     else:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             list(pool.map(job, jobs_list))
     rows: list[dict[str, Any]] = []
+    missing: list[str] = []
     for v in variants:
         var = VARIANTS[v]
         for s in seeds:
             run_dir = _run_dir(out, var.reuse or v, s)
+            if not (run_dir / "metrics.json").is_file():
+                missing.append(f"{v} seed {s}")
+                continue
             if var.trained:
                 data = json.loads((run_dir / "metrics.json").read_text())
                 fold_rows = data["folds"]
@@ -382,15 +395,17 @@ def ablate(overrides: Sequence[str], variants: Sequence[str], seeds: Sequence[in
     if ensembles and len(seeds) > 1:
         target = preprocess_spec(base_cfg).target
         for v in trained:
-            ens = ensemble_rows(out, v, seeds, bundle, target)
+            done = [s for s in seeds if (_run_dir(out, v, s) / "metrics.json").is_file()]
+            ens = ensemble_rows(out, v, done, bundle, target)
             if ens:
-                name = f"{v}_ensemble{len(seeds)}"
+                name = f"{v}_ensemble{len(done)}"
                 rows += [{"variant": name, "seed": -1, **{k: r.get(k) for k in ("fold", *METRICS)}} for r in ens]
                 order.append(name)
-                descriptions[name] = f"{v}: mean and spread over the {len(seeds)} seeds (deep ensemble)"
+                descriptions[name] = f"{v}: mean and spread over the {len(done)} seeds (deep ensemble)"
     info = {"data": f"data={base_cfg.data.name}", "folds": ", ".join(f.name for f in bundle.folds),
             "seeds": ", ".join(map(str, seeds)), "descriptions": descriptions,
-            "note": "ensemble rows have one value per fold (seed column -1) and are not paired."}
+            "note": "ensemble rows have one value per fold (seed column -1) and are not paired."
+                    + (f" NOT RUN (cut): {', '.join(missing)}." if missing else "")}
     summary = write_report(out, rows, order, command or "stgen ablate " + shlex.join(list(overrides)), info)
     return AblationResult(out=out, rows=rows, summary=summary)
 
@@ -406,6 +421,8 @@ def _ablate_parser(sub: Any) -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (each its own process when > 1)")
     p.add_argument("--resume", action="store_true", help="reuse finished runs in OUT and rewrite the report")
     p.add_argument("--no-ensembles", action="store_true", help="skip the deep-ensemble rows (mean over seeds)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: report on the runs already finished in OUT (lists the missing ones)")
     p.set_defaults(func=cmd_ablate)
 
 
@@ -426,7 +443,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                                             "--seeds", *map(str, args.seeds)])
     try:
         res = ablate(args.overrides, variants, args.seeds, Path(args.out), jobs=args.jobs, resume=args.resume,
-                     ensembles=not args.no_ensembles, command=command)
+                     ensembles=not args.no_ensembles, command=command, report_only=args.report_only)
     except (ConfigError, RegistryError, FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
         raise UserError(str(exc)) from None
     print(format_table(res.summary, ["variant", "n", "pearson", "pearson_std", "diff_mean", "p_wilcoxon",
