@@ -77,6 +77,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             description="STFlow, mean and spread of 8 samples (test-time sampling)"),
     Variant("regression_mc_dropout", reuse="regression", n_samples=8, mc_dropout=True,
             description="fa_local + regression, 8 MC-dropout passes"),
+    Variant("gnn_regression_mc_dropout", reuse="gnn_regression", n_samples=8, mc_dropout=True,
+            description="GraphSAGE + regression, 8 MC-dropout passes"),
+    Variant("mlp_regression_mc_dropout", reuse="mlp_regression", n_samples=8, mc_dropout=True,
+            description="MLP + regression, 8 MC-dropout passes"),
 ]}
 #: the paper's grid (plus the two cheap GNN/MLP regressions the paper never compared against)
 PAPER_GRID = ["stflow", "regression", "no_frame_averaging", "steps_1", "steps_2", "steps_5", "prior_gaussian",
@@ -421,6 +425,8 @@ def _ablate_parser(sub: Any) -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (each its own process when > 1)")
     p.add_argument("--resume", action="store_true", help="reuse finished runs in OUT and rewrite the report")
     p.add_argument("--no-ensembles", action="store_true", help="skip the deep-ensemble rows (mean over seeds)")
+    p.add_argument("--no-reference", action="store_true",
+                   help=f"do not add {REFERENCE!r} (the reference of the paired differences) to the variants")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: report on the runs already finished in OUT (lists the missing ones)")
     p.set_defaults(func=cmd_ablate)
@@ -434,7 +440,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     variants: list[str] = []
     for v in args.variants:
         variants += PAPER_GRID if v == "paper" else [v]
-    if REFERENCE not in variants:
+    if REFERENCE not in variants and not args.no_reference:
         variants.insert(0, REFERENCE)
     variants = list(dict.fromkeys(variants))
     if args.jobs < 1:
