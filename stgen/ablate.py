@@ -306,7 +306,7 @@ def bar_chart(summary: Sequence[dict[str, Any]], path: Path, title: str = "") ->
         ax.axhline(ref[0], color="tab:red", ls="--", lw=1)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=40, ha="right")
-    ax.set_ylabel("pooled Pearson (mean +- std over folds x seeds)")
+    ax.set_ylabel("pooled Pearson\n(mean +- std, folds x seeds)")
     ax.set_title(title)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
