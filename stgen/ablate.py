@@ -170,15 +170,35 @@ def reevaluate(run_dir: Path, variant: Variant, bundle: Any, cfg: Any) -> list[d
     return rows
 
 
-def ensemble_rows(out: Path, variant: str, seeds: Sequence[int], bundle: Any, target: str) -> list[dict[str, Any]]:
-    """A deep ensemble over seeds: mean and spread of the seeds' stored test predictions, per fold."""
+def _train_theta(bundle: Any, fold: str) -> np.ndarray:
+    """Per-gene NB inverse dispersion of the fold's training counts (ML ZINB fit)."""
+    import torch
+
+    from stgen.distributions import fit_zinb
+    from stgen.preprocess import _dense
+
+    match = [f for f in bundle.folds if f.name == fold] or bundle.folds[:1]
+    counts = np.concatenate([_dense(bundle.slides[s][:, bundle.genes].X) for s in match[0].train])
+    return fit_zinb(torch.as_tensor(np.round(counts), dtype=torch.float64)).theta.numpy()
+
+
+def ensemble_rows(out: Path, variant: str, seeds: Sequence[int], bundle: Any, target: str,
+                  count_noise: bool = False) -> list[dict[str, Any]]:
+    """A deep ensemble over seeds: mean and spread of the seeds' stored test predictions, per fold.
+
+    With ``count_noise`` (log1p targets only) the spread also holds the NB sampling noise of the counts
+    around the ensemble mean (:func:`~stgen.metrics.count_noise_spread`, theta fitted to the training
+    counts of the fold): ``sqrt(spread_ensemble^2 + spread_counts^2)``.
+    """
     import anndata as ad
 
-    from stgen.metrics import calibration, evaluate
+    from stgen.metrics import calibration, count_noise_spread, evaluate
     from stgen.preprocess import target_matrix
 
     dirs = [_run_dir(out, variant, s) for s in seeds]
     if len(dirs) < 2 or not all((d / "metrics.json").is_file() for d in dirs):
+        return []
+    if count_noise and target != "log1p":
         return []
     rows = []
     for fold, fdir0 in _fold_dirs(dirs[0]).items():
@@ -190,6 +210,9 @@ def ensemble_rows(out: Path, variant: str, seeds: Sequence[int], bundle: Any, ta
             means.append(stack.mean(0))
             stds.append(stack.std(0, ddof=1))
             trues.append(target_matrix(bundle.slides[sid], bundle.genes, target))
+        if count_noise:
+            theta = _train_theta(bundle, fold)
+            stds = [np.sqrt(s**2 + count_noise_spread(m, theta) ** 2) for s, m in zip(stds, means, strict=True)]
         ev = evaluate(means, trues, ids, bundle.genes)
         rows.append({"fold": fold, **ev.summary(),
                      **calibration(np.concatenate(means), np.concatenate(stds), np.concatenate(trues)).summary()})
@@ -400,12 +423,15 @@ def ablate(overrides: Sequence[str], variants: Sequence[str], seeds: Sequence[in
         target = preprocess_spec(base_cfg).target
         for v in trained:
             done = [s for s in seeds if (_run_dir(out, v, s) / "metrics.json").is_file()]
-            ens = ensemble_rows(out, v, done, bundle, target)
-            if ens:
-                name = f"{v}_ensemble{len(done)}"
+            for noise in (False, True):
+                ens = ensemble_rows(out, v, done, bundle, target, count_noise=noise)
+                if not ens:
+                    continue
+                name = f"{v}_ensemble{len(done)}" + ("_count_noise" if noise else "")
                 rows += [{"variant": name, "seed": -1, **{k: r.get(k) for k in ("fold", *METRICS)}} for r in ens]
                 order.append(name)
-                descriptions[name] = f"{v}: mean and spread over the {len(done)} seeds (deep ensemble)"
+                descriptions[name] = (f"{v}: mean and spread over the {len(done)} seeds (deep ensemble)"
+                                      + (" + NB count noise around the mean" if noise else ""))
     info = {"data": f"data={base_cfg.data.name}", "folds": ", ".join(f.name for f in bundle.folds),
             "seeds": ", ".join(map(str, seeds)), "descriptions": descriptions,
             "note": "ensemble rows have one value per fold (seed column -1) and are not paired."

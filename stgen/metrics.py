@@ -206,3 +206,18 @@ def calibration_of_predictions(items: Sequence[object]) -> Calibration:
     return calibration(np.concatenate([it.mean for it in items]),  # type: ignore[attr-defined]
                        np.concatenate([it.std for it in items]),  # type: ignore[attr-defined]
                        np.concatenate([it.true for it in items]))  # type: ignore[attr-defined]
+
+
+def count_noise_spread(mean: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Spread of ``log1p(Y)`` for counts ``Y ~ NB(mu = expm1(mean), theta)`` (delta method).
+
+    ``sd = sqrt(mu + mu^2 / theta) / (1 + mu)``: the sampling noise of the measured counts around a
+    predicted log1p mean, per spot and gene (``theta`` per gene, e.g. fitted to the training counts). It
+    is a function of the prediction only, so on its own it cannot rank errors beyond the mean.
+
+    Shapes:
+        mean ``[N, G]``, theta ``[G]`` -> ``[N, G]``.
+    """
+    mu = np.expm1(np.clip(np.asarray(mean, dtype=np.float64), 0.0, None))
+    theta = np.asarray(theta, dtype=np.float64)[None, :]
+    return np.sqrt(mu + mu**2 / theta) / (1.0 + mu)

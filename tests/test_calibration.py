@@ -48,3 +48,16 @@ def test_no_spread_gives_nan_and_bad_input_is_named():
         calibration(np.zeros((3, 2)), -np.ones((3, 2)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="one shape"):
         calibration(np.zeros((3, 2)), np.ones((3, 1)), np.zeros((3, 2)))
+
+
+def test_count_noise_spread_matches_simulated_counts_for_large_means():
+    from stgen.metrics import count_noise_spread
+
+    rng = np.random.default_rng(2)
+    theta = np.array([5.0, 50.0])
+    mu = np.array([[40.0, 200.0]])
+    sd = count_noise_spread(np.log1p(mu), theta)[0]
+    lam = rng.gamma(theta, mu[0] / theta, size=(200_000, 2))
+    mc = np.log1p(rng.poisson(lam)).std(0)
+    np.testing.assert_allclose(sd, mc, rtol=0.1)
+    assert (count_noise_spread(np.zeros((3, 2)), theta) == 0).all()
