@@ -318,6 +318,7 @@ def bar_chart(summary: Sequence[dict[str, Any]], path: Path, title: str = "") ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    summary = [s for s in summary if not s["variant"].endswith("_count_noise")]  # same means as without noise
     names = [s["variant"] for s in summary]
     means = np.array([s["pearson"] for s in summary], dtype=float)
     stds = np.nan_to_num(np.array([s["pearson_std"] for s in summary], dtype=float))
