@@ -24,11 +24,14 @@ def test_ablation_command_on_a_tiny_grid(tmp_path, capsys):
     # stflow is added as the reference; one row per fold (1) x seed (2); ridge paired with stflow's seeds
     assert {k: len(v) for k, v in by.items()} == {"stflow": 2, "regression": 2, "steps_1": 2,
                                                   "stflow_samples8": 2, "ridge": 2, "stflow_ensemble2": 1,
-                                                  "regression_ensemble2": 1}
+                                                  "regression_ensemble2": 1, "stflow_ensemble2_count_noise": 1,
+                                                  "regression_ensemble2_count_noise": 1}
     assert all(np.isfinite(float(r["pearson"])) for r in rows)
     # 8 samples give a spread, hence calibration figures; one sample does not
     assert all(np.isfinite(float(r["cov80"])) for r in by["stflow_samples8"])
     assert all(r["cov80"] in ("", "nan") for r in by["stflow"])
+    # NB count noise widens the ensemble's intervals
+    assert float(by["stflow_ensemble2_count_noise"][0]["cov80"]) > float(by["stflow_ensemble2"][0]["cov80"])
     report = (out / "report.md").read_text()
     assert "| regression |" in report and "p (Wilcoxon)" in report and "stgen ablate" in report
     assert (out / "ablation.png").stat().st_size > 1000
