@@ -88,10 +88,11 @@ class RidgeProbe:
         return pred[:, 0] if self._y1d else pred
 
 
-def ridge_fold_pearson(bundle: object, fold: object) -> tuple[float, np.ndarray]:
+def ridge_fold_pearson(bundle: object, fold: object, target: str = "log1p") -> tuple[float, np.ndarray]:
     """The probe fitted on a fold's training and validation slides, scored on its test slides (pooled).
 
-    Returns the pooled mean Pearson and the per-gene values, computed exactly as for the neural models.
+    Returns the pooled mean Pearson and the per-gene values, computed exactly as for the neural models,
+    on the same ``target`` (see :mod:`stgen.preprocess`).
     """
     from stgen.data.graph import log1p_panel
     from stgen.metrics import evaluate
@@ -99,10 +100,27 @@ def ridge_fold_pearson(bundle: object, fold: object) -> tuple[float, np.ndarray]
     slides, genes, key = bundle.slides, bundle.genes, bundle.feature_key  # type: ignore[attr-defined]
     fit_ids = list(fold.train) + list(fold.val)  # type: ignore[attr-defined]
     X = np.concatenate([np.asarray(slides[s].obsm[key]) for s in fit_ids])
-    Y = np.concatenate([log1p_panel(slides[s], genes) for s in fit_ids])
+    Y = np.concatenate([log1p_panel(slides[s], genes, target) for s in fit_ids])
     probe = RidgeProbe(center_target=True).fit(X, Y)
     test = list(fold.test)  # type: ignore[attr-defined]
     preds = [probe.predict(np.asarray(slides[s].obsm[key])) for s in test]
-    trues = [log1p_panel(slides[s], genes) for s in test]
+    trues = [log1p_panel(slides[s], genes, target) for s in test]
     ev = evaluate(preds, trues, test, genes)
     return ev.pearson, ev.per_gene
+
+
+def oracle_fold_pearson(bundle: object, fold: object, layer: str = "oracle") -> float:
+    """Pooled Pearson of a simulator oracle (``layers[layer]``, log1p space) on a fold's test slides.
+
+    NaN when the slides have no such layer (real data).
+    """
+    from stgen.data.graph import log1p_panel
+    from stgen.metrics import evaluate
+
+    slides, genes = bundle.slides, bundle.genes  # type: ignore[attr-defined]
+    test = list(fold.test)  # type: ignore[attr-defined]
+    if not all(layer in slides[s].layers for s in test):
+        return float("nan")
+    preds = [np.asarray(slides[s][:, genes].layers[layer]) for s in test]
+    trues = [log1p_panel(slides[s], genes) for s in test]
+    return evaluate(preds, trues, test, genes).pearson

@@ -163,8 +163,8 @@ def _print_run(res: Any, cfg: Any) -> None:
     print(f"\nResults: {_model_line(cfg)} data={cfg.data.name} ({res.label})")
     if cfg.eval.select_on == "test":
         print("NOTE: model selected on the TEST fold (eval.select_on=test, as the released STFlow code): optimistic")
-    cols = ["fold", "pearson", "pearson_slide_mean", "mse", "ridge_pearson", "genes_dropped", "best_epoch",
-            "epochs", "fit_seconds"]
+    cols = ["fold", "pearson", "pearson_slide_mean", "mse", "ridge_pearson", "oracle_pearson", "genes_dropped",
+            "best_epoch", "epochs", "fit_seconds"]
     print(format_table(res.rows, cols))
     if len(res.rows) > 1:
         s = res.summary

@@ -267,5 +267,11 @@ def _predict_cohort_parser(sub: Any) -> None:
     add_parser(sub)
 
 
+def _ablate_parser(sub: Any) -> None:
+    from stgen.ablate import _ablate_parser as add
+
+    add(sub)
+
+
 REGISTERED: list[Callable[[Any], None]] = [_predict_parser, _predict_cohort_parser, _convert_parser, _extract_parser,
-                                           _plot_parser]
+                                           _plot_parser, _ablate_parser]

@@ -13,6 +13,7 @@ from torch_geometric.data import Batch
 
 from stgen.metrics import Evaluation, evaluate
 from stgen.model import build_model, model_sources
+from stgen.preprocess import PreprocessSpec
 from stgen.registry import RegistryError
 
 #: hyperparameters of older checkpoints that are accepted and ignored
@@ -68,6 +69,8 @@ class STGenLightning(pl.LightningModule):
             the generator; ignored (the generator's recorded settings apply).
         data_spec: the training data's :class:`~stgen.data.spec.DataSpec` as plain data (feature backend,
             patch size, spot lattice); prediction on images reads it. None: unknown (older checkpoints).
+        preprocess: input standardisation and target (:class:`~stgen.preprocess.PreprocessSpec` as a
+            dict; None, as in older checkpoints, means no standardisation and log1p targets).
 
     Shapes:
         batches are PyG ``Batch`` objects with ``x [N, F]``, ``pos [N, 2]``, ``y [N, G]``.
@@ -75,7 +78,8 @@ class STGenLightning(pl.LightningModule):
 
     def __init__(self, model_spec: Mapping[str, Any], in_dim: int, genes: Sequence[str], lr: float = 5e-4,
                  weight_decay: float = 0.0, eval_seed: int = 0, sources: Mapping[str, Any] | None = None,
-                 data_spec: Mapping[str, Any] | None = None, **legacy: Any) -> None:
+                 data_spec: Mapping[str, Any] | None = None,
+                 preprocess: Mapping[str, Any] | None = None, **legacy: Any) -> None:
         unknown = sorted(set(legacy) - LEGACY_HPARAMS)
         if unknown:
             raise TypeError(f"STGenLightning got unexpected argument(s) {', '.join(unknown)}")
@@ -88,11 +92,14 @@ class STGenLightning(pl.LightningModule):
             "eval_seed": eval_seed,
             "sources": dict(sources), "data_spec": None if data_spec is None else dict(data_spec),
         })
+        self.preprocess = PreprocessSpec.from_any(preprocess)
+        self.save_hyperparameters({"preprocess": None if preprocess is None else self.preprocess.to_dict()})
         self.genes = list(genes)
         msg = missing_sources(sources, "this model")
         if msg:
             raise RegistryError(msg)
-        self.model = build_model(spec, in_dim=in_dim, n_genes=len(self.genes))
+        self.model = build_model(spec, in_dim=in_dim, n_genes=len(self.genes),
+                                 standardize=self.preprocess.standardize)
         self._eval: dict[str, list[SlidePrediction]] = {}
         self.results: dict[str, Evaluation] = {}
         self.predictions: dict[str, list[SlidePrediction]] = {}

@@ -11,6 +11,7 @@ from torch_geometric.data import Batch
 
 from stgen.encoders.base import Encoder
 from stgen.generators.base import Generator, LossOutput, SampleOutput
+from stgen.preprocess import FeatureScaler, scaled_batch
 from stgen.priors.base import Prior
 from stgen.registry import MODEL_KINDS, REGISTRIES, Registry, RegistryError
 
@@ -19,32 +20,40 @@ KINDS: dict[str, Registry] = {kind: REGISTRIES[kind] for kind in MODEL_KINDS}
 
 
 class STGenModel(nn.Module):
-    """Encoder + generator + prior.
+    """Input scaler + encoder + generator + prior.
 
     Args:
         encoder: the denoiser network.
         generator: training loss and sampler.
         prior: source distribution.
+        scaler: standardisation of ``batch.x`` applied before every encoder call (default: identity).
 
     Shapes:
         loss(batch) uses ``batch.y [N, G]``; predict(batch) -> ``SampleOutput`` with ``mean [N, G]``.
     """
 
-    def __init__(self, encoder: Encoder, generator: Generator, prior: Prior) -> None:
+    def __init__(self, encoder: Encoder, generator: Generator, prior: Prior,
+                 scaler: FeatureScaler | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.generator = generator
         self.prior = prior
+        self.scaler = scaler if scaler is not None else FeatureScaler(encoder.in_dim, enabled=False)
+
+    def inputs(self, batch: Batch) -> Batch:
+        """``batch`` with standardised features (a shallow copy; the identity when the scaler is off)."""
+        return scaled_batch(batch, self.scaler)
 
     def loss(self, batch: Batch) -> LossOutput:
-        return self.generator.loss(self.encoder, batch, self.prior)
+        return self.generator.loss(self.encoder, self.inputs(batch), self.prior)
 
     def predict(self, batch: Batch, steps: int | None = None, seed: int | None = 0,
                 n_samples: int | None = None) -> SampleOutput:
-        return self.generator.predict(self.encoder, batch, self.prior, steps=steps, seed=seed, n_samples=n_samples)
+        return self.generator.predict(self.encoder, self.inputs(batch), self.prior, steps=steps, seed=seed,
+                                      n_samples=n_samples)
 
     def sample(self, batch: Batch, steps: int | None = None, seed: int | None = None) -> Tensor:
-        return self.generator.sample(self.encoder, batch, self.prior, steps=steps, seed=seed)
+        return self.generator.sample(self.encoder, self.inputs(batch), self.prior, steps=steps, seed=seed)
 
 
 @dataclass
@@ -98,13 +107,15 @@ def model_sources(spec: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, 
     return out
 
 
-def build_model(spec: Mapping[str, Mapping[str, Any]], in_dim: int, n_genes: int) -> STGenModel:
+def build_model(spec: Mapping[str, Mapping[str, Any]], in_dim: int, n_genes: int,
+                standardize: bool = False) -> STGenModel:
     """Build encoder, generator and prior from plain data; F and G come from the data.
 
     Args:
         spec: ``{"encoder": {"name": "fa_local", ...}, "generator": {...}, "prior": {...}}``.
         in_dim: patch-embedding width F.
         n_genes: gene-panel size G.
+        standardize: give the model an input scaler (fitted later on the training slides).
     """
     missing = [k for k in KINDS if k not in spec or spec[k] is None]
     if missing:
@@ -112,4 +123,4 @@ def build_model(spec: Mapping[str, Mapping[str, Any]], in_dim: int, n_genes: int
     encoder = build_component("encoder", spec["encoder"], in_dim=in_dim, out_dim=n_genes)
     generator = build_component("generator", spec["generator"])
     prior = build_component("prior", spec["prior"], n_genes=n_genes)
-    return STGenModel(encoder, generator, prior)
+    return STGenModel(encoder, generator, prior, scaler=FeatureScaler(in_dim, enabled=standardize))

@@ -319,7 +319,7 @@ def predict_slide(module: Any, adata: ad.AnnData, *, feature_key: str = FEATURE_
                          with_expression=False)
     del data.y  # the sampler needs no expression: do not hold an [N, G] array of zeros
     device = next(model.parameters()).device
-    batch = slide_batch(data).to(device)
+    batch = model.inputs(slide_batch(data).to(device))  # the checkpoint's input standardisation
     budget = None if memory_budget is None else parse_memory(memory_budget)
     encoder = ChunkedEncoder(model.encoder, chunk_size=chunk_size, memory_budget=budget)
     lap = {"graph": time.perf_counter() - clock}
@@ -360,13 +360,22 @@ def to_anndata(adata: ad.AnnData, pred: Prediction, info: dict[str, Any]) -> ad.
     out.layers["stgen_mean"] = pred.mean.astype(np.float32)
     if pred.std is not None:
         out.layers["stgen_std"] = pred.std.astype(np.float32)
-    out.uns["stgen"] = {**h5ad_safe(dict(adata.uns.get("stgen", {}))), **h5ad_safe(info), "genes": genes,
-                        "target": "log1p counts"}
+    out.uns["stgen"] = {**h5ad_safe(dict(adata.uns.get("stgen", {}))), **h5ad_safe(info), "genes": genes}
+    out.uns["stgen"].setdefault("target", "log1p")
     return out
 
 
 IMAGE_OPTIONS = ("mpp", "spots", "spacing_um", "layout", "features", "feature_params", "patch_um", "cache_dir",
                  "use_cache", "num_workers", "batch_size", "device", "keep_features", "progress")
+
+
+def target_info(module: Any) -> dict[str, str]:
+    """What ``stgen_mean`` holds: the checkpoint's target and its description."""
+    from stgen.preprocess import TARGET_DESCRIPTIONS
+
+    target = getattr(module, "preprocess", None)
+    name = target.target if target is not None else "log1p"
+    return {"target": name, "target_description": TARGET_DESCRIPTIONS[name]}
 
 
 def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, **kwargs: Any) -> list[Path]:
@@ -464,7 +473,7 @@ def prediction_info(module: Any, checkpoint: str | Path, n_samples: int, seed: i
     from stgen import __version__
 
     return {"checkpoint": str(checkpoint), "model_version": __version__, "model_spec": module.hparams.model_spec,
-            "n_samples": n_samples, "seed": seed}
+            "n_samples": n_samples, "seed": seed, **target_info(module)}
 
 
 def predict_file(module: Any, checkpoint: str | Path, src: str | Path, dst: str | Path,
@@ -486,7 +495,7 @@ def predict_file(module: Any, checkpoint: str | Path, src: str | Path, dst: str 
     if "slide_id" not in adata.uns.get("stgen", {}):
         adata.uns.setdefault("stgen", {})["slide_id"] = src.stem
     pred = predict_slide(module, adata, **kwargs)
-    info = prediction_info(module, checkpoint, kwargs.get("n_samples", 1), kwargs.get("seed", 0))
+    info = prediction_info(module, checkpoint, pred.n_samples, kwargs.get("seed", 0))
     out = to_anndata(adata, pred, info)
     del adata, pred
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")

@@ -60,6 +60,14 @@ def model_spec(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("encoder", "generator", "prior")}
 
 
+def preprocess_spec(cfg: DictConfig) -> Any:
+    """The run's :class:`~stgen.preprocess.PreprocessSpec` (standardisation and target)."""
+    from stgen.preprocess import PreprocessSpec
+
+    pp = cfg.get("preprocess")
+    return PreprocessSpec() if pp is None else PreprocessSpec(standardize=bool(pp.standardize), target=str(pp.target))
+
+
 def build_data(cfg: DictConfig) -> DataBundle:
     """The one place a data config becomes a :class:`DataBundle`."""
     params = OmegaConf.to_container(cfg.data, resolve=True)
@@ -224,6 +232,7 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
     from stgen.data.datamodule import SlideDataModule
     from stgen.lit import STGenLightning
     from stgen.model import graph_k
+    from stgen.preprocess import apply_target, fit_scaler
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     select_on = cfg.eval.select_on
@@ -237,9 +246,15 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
         graph_k=graph_k(spec), feature_key=bundle.feature_key, crops_per_slide=cfg.train.crops_per_slide,
         batch_size=cfg.train.batch_size, crop_min=cfg.train.crop_min, num_workers=cfg.train.num_workers,
     )
+    pp = preprocess_spec(cfg)
+    if pp.target != "log1p":
+        for split, ids in (("train", fold.train), ("val", val_ids), ("test", fold.test)):
+            apply_target(dm.graphs[split], [s[i] for i in ids], bundle.genes, pp.target)
     module = STGenLightning(spec, in_dim=dm.in_dim, genes=bundle.genes, lr=cfg.optim.lr,
                             weight_decay=cfg.optim.weight_decay, eval_seed=cfg.eval.seed,
-                            data_spec=bundle.spec.to_dict())
+                            data_spec=bundle.spec.to_dict(), preprocess=pp.to_dict())
+    if pp.standardize:
+        fit_scaler(module.model.scaler, dm.graphs["train"])  # training slides only, never val/test
     counts = torch.from_numpy(np.expm1(np.concatenate([g.y.numpy() for g in dm.graphs["train"]])))
     module.model.prior.fit(counts.round())
     ckpt_cb = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor="val/pearson",
@@ -273,11 +288,20 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
         "train_slides": list(fold.train), "val_slides": list(val_ids), "test_slides": list(fold.test),
         "test_patients": sorted({patient_id(s[i]) or i for i in fold.test}),
     }
+    from stgen.metrics import calibration_of_predictions
+
+    row.update(calibration_of_predictions(module.predictions.get("test", [])).summary())
     if cfg.eval.ridge:
         from stgen.baselines import ridge_fold_pearson
 
-        ridge_r, ridge_genes = ridge_fold_pearson(bundle, fold)
+        ridge_r, ridge_genes = ridge_fold_pearson(bundle, fold, target=pp.target)
         row["ridge_pearson"] = ridge_r
+    if pp.target == "log1p":
+        from stgen.baselines import oracle_fold_pearson
+
+        oracle = oracle_fold_pearson(bundle, fold)
+        if oracle == oracle:
+            row["oracle_pearson"] = oracle
     row["per_slide"] = dict(ev.per_slide)
     _write_json(fold_dir / "metrics.json", {**row, "selection_label": SELECTION_LABELS[select_on]})
     per_gene = [{"gene": g, "pearson": float(r)} for g, r in zip(ev.genes, ev.per_gene, strict=True)]
@@ -318,6 +342,8 @@ def log_version(fold_dir: Path, resume_from: str | None) -> str:
 
 
 def _write_predictions(cfg: DictConfig, bundle: DataBundle, module: Any, out: Path) -> None:
+    from stgen.preprocess import TARGET_DESCRIPTIONS
+
     out.mkdir(parents=True, exist_ok=True)
     for pred in module.predictions.get("test", []):
         src = bundle.slides[pred.slide_id]
@@ -326,7 +352,8 @@ def _write_predictions(cfg: DictConfig, bundle: DataBundle, module: Any, out: Pa
         if pred.std is not None:
             a.layers["stgen_std"] = pred.std.astype(np.float32)
         a.uns["stgen"] = {**dict(src.uns.get("stgen", {})), "config": OmegaConf.to_container(cfg, resolve=True),
-                          "genes": list(bundle.genes), "target": "log1p counts"}
+                          "genes": list(bundle.genes), "target": preprocess_spec(cfg).target,
+                          "target_description": TARGET_DESCRIPTIONS[preprocess_spec(cfg).target]}
         a.uns["stgen"] = h5ad_safe(dict(a.uns["stgen"]))
         write_h5ad(a, out / f"{safe_name(pred.slide_id, 'slide id', 'predictions')}.h5ad")
 

@@ -55,7 +55,7 @@ def predict(adata: ad.AnnData, model: Any, *, key_added: str = "stgen", n_sample
         stgen.data.slide.SlideError: the slide lacks coordinates or embeddings, or their width differs
             from the model's.
     """
-    from stgen.predict import predict_slide
+    from stgen.predict import predict_slide, target_info
 
     keys = result_keys(key_added)
     taken = [f"obsm[{keys[k]!r}]" for k in ("mean", "std") if keys[k] in adata.obsm]
@@ -85,7 +85,7 @@ def predict(adata: ad.AnnData, model: Any, *, key_added: str = "stgen", n_sample
     generator = model.model.generator
     target.uns[keys["uns"]] = {
         "genes": list(pred.genes),
-        "target": "log1p counts",
+        **target_info(model),
         "n_samples": int(pred.n_samples),
         "steps": int(steps if steps is not None else generator.steps),
         "seed": int(seed),

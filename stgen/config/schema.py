@@ -81,6 +81,19 @@ class EvalConfig:
 
 
 @dataclass
+class PreprocessConfig:
+    """Input standardisation and expression targets (see :mod:`stgen.preprocess`).
+
+    ``standardize`` centres and scales each patch-embedding column with statistics of the training
+    slides (stored in the checkpoint); ``target`` is ``log1p`` (raw counts, HEST-Bench) or
+    ``log1p_cp10k`` (counts per 10k: slides of different sequencing depth).
+    """
+
+    standardize: bool = True
+    target: str = "log1p"
+
+
+@dataclass
 class RunConfig:
     """Top-level schema of ``stgen run``."""
 
@@ -93,6 +106,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     seed: int = 0
     output_dir: Optional[str] = None  # noqa: UP045
     name: Optional[str] = None  # noqa: UP045

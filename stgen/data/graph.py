@@ -219,12 +219,15 @@ def squidpy_knn(adata: ad.AnnData, k: int, rtol: float = TIE_RTOL) -> Tensor:
     return edges[:, torch.argsort(edges[1] * n + edges[0])]
 
 
-def log1p_panel(adata: ad.AnnData, genes: Sequence[str] | None) -> np.ndarray:
-    """log1p of the raw counts of ``genes`` (all genes when None), dense float32 ``[N, G]``."""
-    sub = adata[:, list(genes)] if genes is not None else adata
-    X = sub.X
-    X = X.toarray() if sp.issparse(X) else np.asarray(X)
-    return np.log1p(X.astype(np.float32))
+def log1p_panel(adata: ad.AnnData, genes: Sequence[str] | None, target: str = "log1p") -> np.ndarray:
+    """The target of ``genes`` (all genes when None), dense float32 ``[N, G]``.
+
+    ``target="log1p"``: log1p of the raw counts; ``"log1p_cp10k"``: log1p counts per 10k (see
+    :mod:`stgen.preprocess`).
+    """
+    from stgen.preprocess import target_matrix
+
+    return target_matrix(adata, genes, target)
 
 
 def slide_to_data(

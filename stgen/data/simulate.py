@@ -12,13 +12,22 @@ Generative story per slide:
 4. Neighbourhood interaction: a subset of genes responds to how the mean composition of the spot's
    two rings of neighbours differs from its own (interfaces between domains), scaled by
    ``interaction``. Only a model that looks at neighbours can explain that part.
-5. Library size: per-slide and per-spot log-normal factors.
+5. Library size: a part explained by the spot's composition (cell types differ in cell density,
+   which H&E shows), plus per-slide and per-spot log-normal factors no image shows.
 6. Counts: zero-inflated negative binomial around the mean.
-7. Patch embeddings: a noisy nonlinear function of the spot's own composition only.
+7. Patch embeddings: a noisy nonlinear function of the spot's own composition only, as a pretrained
+   image encoder would give: columns on very different scales (``feature_scale_spread``, so unscaled
+   inputs matter as with real embeddings) and a per-slide shift of every column (stain and scanner
+   differences, ``slide_effect``), on top of per-spot noise.
 
-The oracle ``layers["oracle"]`` is ``E[log1p(counts)]`` given everything above (Monte-Carlo over the
-count noise): the best any predictor can do in MSE, which benchmarks use to report the fraction of
-the oracle's Pearson a model reaches.
+Two oracles (Monte-Carlo means of ``log1p(counts)``):
+
+* ``layers["oracle"]``: ``E[log1p(counts) | composition, neighbourhood]``, averaged over everything an
+  image cannot show (the patient's expression offsets, the slide's and the spot's library-size
+  factors, count noise). This is the ceiling an image model can attain (with perfect features); runs
+  report the fraction of its Pearson a model reaches.
+* ``layers["oracle_depth"]``: also knows the patient offsets and each spot's library size (the
+  simulator's truth): not attainable from images, kept to show how much depth alone explains.
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ from scipy.spatial import cKDTree
 from stgen.data.slide import make_slide
 
 ORACLE_LAYER = "oracle"
+#: the oracle that also knows library sizes and patient offsets (not attainable from images)
+DEPTH_ORACLE_LAYER = "oracle_depth"
 #: typical spread of a neighbourhood's cell-type fraction; scales the interaction term
 NEIGHBOURHOOD_SCALE = 0.1
 
@@ -52,6 +63,13 @@ class SimulationConfig:
         noise: standard deviation of the feature noise (relative to the signal's scale).
         jitter: concentration of the per-spot Dirichlet jitter (smaller = more spot-level variation).
         dispersion: NB inverse dispersion theta.
+        slide_effect: per-slide shift of the embeddings (stain/scanner batch effect), relative to the
+            signal's scale (0 switches it off).
+        feature_scale_spread: log-normal sigma of the per-column scales of the embeddings (0: equal scales).
+        density_effect: sd of the per-cell-type log cell density that feeds the library size.
+        library_slide_sd: sd of the per-slide log library factor.
+        library_spot_sd: sd of the per-spot log library factor.
+        patient_sd: sd of the per-patient, per-gene log expression offsets.
         seed: random seed.
     """
 
@@ -66,6 +84,12 @@ class SimulationConfig:
     noise: float = 0.5
     jitter: float = 1.5
     dispersion: float = 4.0
+    slide_effect: float = 0.3
+    feature_scale_spread: float = 1.0
+    density_effect: float = 0.3
+    library_slide_sd: float = 0.2
+    library_spot_sd: float = 0.25
+    patient_sd: float = 0.15
     seed: int = 0
 
 
@@ -122,6 +146,8 @@ class _Shared:
     zero_inflation: np.ndarray  # [G]
     feat_a: np.ndarray  # [T, H]
     feat_b: np.ndarray  # [H, F]
+    feat_scale: np.ndarray  # [F] per-column scale of the embeddings
+    density: np.ndarray  # [T] log cell density per cell type (drives library size)
     genes: list[str]
 
 
@@ -140,6 +166,8 @@ def _shared(cfg: SimulationConfig, rng: np.random.Generator) -> _Shared:
         zero_inflation=rng.uniform(0.02, 0.25, G),
         feat_a=rng.normal(0, 2.0, (T, hidden)),
         feat_b=rng.normal(0, 1.0 / np.sqrt(hidden), (hidden, cfg.feature_dim)),
+        feat_scale=np.exp(rng.normal(0, cfg.feature_scale_spread, cfg.feature_dim)),
+        density=rng.normal(0, cfg.density_effect, T),
         genes=[f"gene{g:03d}" for g in range(G)],
     )
 
@@ -175,21 +203,29 @@ def simulate_slide(
     mix = np.log(comp @ np.exp(shared.programmes) + 1e-8)  # [N, G]
     patient = slide_index % cfg.n_patients
     prng = np.random.default_rng(cfg.seed * 1000 + patient)
-    patient_effect = prng.normal(0, 0.15, cfg.n_genes)
-    log_lib = rng.normal(0, 0.2) + rng.normal(0, 0.25, n)
+    patient_effect = prng.normal(0, cfg.patient_sd, cfg.n_genes)
+    visible_lib = comp @ shared.density  # cell density: what H&E shows of the library size
+    slide_lib, spot_lib = rng.normal(0, cfg.library_slide_sd), rng.normal(0, cfg.library_spot_sd, n)
     # response to how the neighbourhood differs from the spot itself (interfaces between domains), on a
     # fixed scale shared by all slides, so ``interaction = 1`` is on the scale of the cell-type programmes
     neigh_z = (neigh - comp) / NEIGHBOURHOOD_SCALE
-    log_mu = shared.baseline + mix + cfg.interaction * (neigh_z @ shared.response) / np.sqrt(T)
-    log_mu = log_mu + patient_effect + log_lib[:, None]
-    mu = np.exp(np.clip(log_mu, -8, 8))
-    counts = _zinb_counts(mu, cfg.dispersion, shared.zero_inflation, rng)
-    oracle = np.mean(
-        [np.log1p(_zinb_counts(mu, cfg.dispersion, shared.zero_inflation, rng)) for _ in range(oracle_draws)],
-        axis=0,
-    )
+    log_mu_visible = shared.baseline + mix + cfg.interaction * (neigh_z @ shared.response) / np.sqrt(T)
+    log_mu_visible = log_mu_visible + visible_lib[:, None]
+
+    def draw(patient_off: np.ndarray, log_lib: np.ndarray) -> np.ndarray:
+        mu = np.exp(np.clip(log_mu_visible + patient_off + log_lib[:, None], -8, 8))
+        return _zinb_counts(mu, cfg.dispersion, shared.zero_inflation, rng)
+
+    counts = draw(patient_effect, slide_lib + spot_lib)
+    oracle_depth = np.mean([np.log1p(draw(patient_effect, slide_lib + spot_lib)) for _ in range(oracle_draws)],
+                           axis=0)
+    oracle = np.mean([np.log1p(draw(rng.normal(0, cfg.patient_sd, cfg.n_genes),
+                                    rng.normal(0, cfg.library_slide_sd) + rng.normal(0, cfg.library_spot_sd, n)))
+                      for _ in range(oracle_draws)], axis=0)
     clean = np.tanh(comp @ shared.feat_a) @ shared.feat_b
-    feats = clean + cfg.noise * clean.std() * rng.normal(size=clean.shape)
+    scale = clean.std()
+    feats = clean + cfg.noise * scale * rng.normal(size=clean.shape)
+    feats = (feats + cfg.slide_effect * scale * rng.normal(size=cfg.feature_dim)) * shared.feat_scale
     # place the grid in pixels: random rotation, scale (~0.27 µm/px ... 0.5 µm/px) and offset
     theta = rng.uniform(0, 2 * np.pi)
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
@@ -210,7 +246,10 @@ def simulate_slide(
     adata.obsm["composition"] = comp.astype(np.float32)
     adata.obsm["neighbourhood_composition"] = neigh.astype(np.float32)
     adata.layers[ORACLE_LAYER] = oracle.astype(np.float32)
-    adata.uns["stgen"]["simulated"] = {"interaction": cfg.interaction, "noise": cfg.noise, "seed": cfg.seed}
+    adata.layers[DEPTH_ORACLE_LAYER] = oracle_depth.astype(np.float32)
+    adata.uns["stgen"]["simulated"] = {"interaction": cfg.interaction, "noise": cfg.noise, "seed": cfg.seed,
+                                       "slide_effect": cfg.slide_effect,
+                                       "feature_scale_spread": cfg.feature_scale_spread}
     adata.uns["stgen"]["microns_per_pixel"] = float(1.0 / px_per_um)
     return adata
 

@@ -20,6 +20,8 @@ class SimulatedData(DataSource):
         feature_dim: patch-embedding width F.
         interaction: neighbourhood-interaction strength.
         noise: feature noise.
+        slide_effect: per-slide shift of the embeddings (stain/scanner batch effect; 0: none).
+        feature_scale_spread: log-normal sigma of the embeddings' per-column scales (0: equal scales).
         sim_seed: simulator seed (independent of the training seed).
         n_test: patients held out for testing.
         n_val: patients held out for validation.
@@ -27,11 +29,14 @@ class SimulatedData(DataSource):
     """
 
     def __init__(self, n_slides: int = 8, n_patients: int = 4, n_spots: int = 400, n_genes: int = 50,
-                 feature_dim: int = 64, interaction: float = 1.0, noise: float = 0.5, sim_seed: int = 0,
-                 n_test: int = 1, n_val: int = 1, feature_key: str = "features") -> None:
+                 feature_dim: int = 64, interaction: float = 1.0, noise: float = 0.5, slide_effect: float = 0.3,
+                 feature_scale_spread: float = 1.0, sim_seed: int = 0, n_test: int = 1, n_val: int = 1,
+                 feature_key: str = "features") -> None:
         super().__init__(feature_key=feature_key)
         self.sim = SimulationConfig(n_slides=n_slides, n_patients=n_patients, n_spots=n_spots, n_genes=n_genes,
-                                    feature_dim=feature_dim, interaction=interaction, noise=noise, seed=sim_seed)
+                                    feature_dim=feature_dim, interaction=interaction, noise=noise,
+                                    slide_effect=slide_effect, feature_scale_spread=feature_scale_spread,
+                                    seed=sim_seed)
         self.n_test = n_test
         self.n_val = n_val
 

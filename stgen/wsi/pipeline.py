@@ -209,7 +209,7 @@ def predict_image(checkpoint_or_module: Any, path: str | Path, *, mpp: float | N
         for scanpy/squidpy, ``uns['stgen']['wsi']`` (slide, lattice, patch plan, backend, timings).
     """
     from stgen.data.slide import FEATURE_KEY, make_slide
-    from stgen.predict import predict_slide, to_anndata
+    from stgen.predict import predict_slide, target_info, to_anndata
     from stgen.wsi.lattice import tissue_lattice
     from stgen.wsi.tissue import detect_tissue
 
@@ -255,7 +255,7 @@ def predict_image(checkpoint_or_module: Any, path: str | Path, *, mpp: float | N
     from stgen import __version__
 
     out = to_anndata(slide, pred, {"model_version": __version__, "n_samples": pred.n_samples, "seed": seed,
-                                   "model_spec": module.hparams.model_spec})
+                                   "model_spec": module.hparams.model_spec, **target_info(module)})
     timings["prediction"] = time.perf_counter() - t0
     if not keep_features:
         del out.obsm[FEATURE_KEY]
