@@ -152,7 +152,8 @@ def reevaluate(run_dir: Path, variant: Variant, bundle: Any, cfg: Any) -> list[d
         means, stds, trues = [], [], []
         for sid in ids:
             a = bundle.slides[sid]
-            data = slide_to_data(a, genes=bundle.genes, k=cfg.data.k, feature_key=bundle.feature_key)
+            data = slide_to_data(a, genes=bundle.genes, k=module.model.encoder.graph_k,
+                                 feature_key=bundle.feature_key)
             data.y = torch.from_numpy(target_matrix(a, bundle.genes, target))
             batch = Batch.from_data_list([data])
             torch.manual_seed(cfg.eval.seed)
