@@ -14,11 +14,14 @@ task per GPU): Lightning reads the ranks from the launcher's environment.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from stgen.errors import DataInputError, MissingInputError
 
 if TYPE_CHECKING:
     from stgen.cohort_module import SlideRecord
@@ -55,16 +58,16 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         if p.is_dir():
             found = sorted(p.glob("*.h5ad"))
             if not found:
-                raise FileNotFoundError(f"input folder {p} holds no .h5ad file")
+                raise MissingInputError(f"input folder {p} holds no .h5ad file; give slide .h5ad files or folders of them")
             paths.extend(found)
         elif p.is_file():
             paths.append(p)
         else:
-            raise FileNotFoundError(f"input {p} does not exist")
+            raise MissingInputError(f"input {p} does not exist; give slide .h5ad files or folders of them")
     names: dict[str, Path] = {}
     for p in paths:
         if p.name in names:
-            raise ValueError(f"inputs {names[p.name]} and {p} would both be written to {p.name}; rename one")
+            raise DataInputError(f"inputs {names[p.name]} and {p} would both be written to {p.name}; rename one")
         names[p.name] = p
     return paths
 
@@ -82,7 +85,7 @@ def predict_cohort(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir
 
     paths = collect_inputs(inputs)
     if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+        raise MissingInputError(f"checkpoint {checkpoint} does not exist; pass a checkpoint written by stgen run")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     module = CohortPredictor(checkpoint, paths, out, predict_kwargs)
@@ -107,10 +110,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("checkpoint", help="a trained model: <run>/checkpoints/best.ckpt")
     p.add_argument("inputs", nargs="+", help="slide .h5ad files or folders of them")
     p.add_argument("-o", "--out", required=True, help="output folder (existing outputs are skipped, never overwritten)")
-    p.add_argument("--n-samples", type=int, default=8, help="samples per slide: mean and std (default 8)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the generator's)")
+    p.add_argument("--n-samples", type=int, default=None,
+                   help="samples per slide: mean and std (default: the checkpoint's generator.n_samples)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's generator.steps)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--k", type=int, default=8, help="neighbours per spot (as in training)")
+    p.add_argument("--k", type=int, default=None, help=argparse.SUPPRESS)  # removed: an error that says why
     p.add_argument("--feature-key", default="features", help="obsm key of the patch embeddings")
     p.add_argument("--memory-budget", default=None,
                    help="memory per process for one slide, e.g. 6G (default: half of what is available)")
@@ -123,21 +127,24 @@ def add_parser(sub: Any) -> None:
 
 def cmd_predict_cohort(args: Any) -> int:
     from stgen.cli import UserError
-    from stgen.data.slide import SlideError
     from stgen.predict import parse_memory
     from stgen.registry import RegistryError
 
-    if args.n_samples < 1:
-        raise UserError("--n-samples must be >= 1")
+    if args.k is not None:
+        raise UserError("--k is not an option: k is set with encoder.k when training and read from the checkpoint "
+                        "(prediction builds the graph the trained encoder reads)")
+    for flag, value in (("--n-samples", args.n_samples), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1")
     devices: int | str = int(args.devices) if str(args.devices).isdigit() else args.devices
     try:
         budget = None if args.memory_budget is None else parse_memory(args.memory_budget)
         records = predict_cohort(args.checkpoint, args.inputs, args.out, accelerator=args.accelerator,
                                  devices=devices, num_nodes=args.num_nodes, strategy=args.strategy,
-                                 n_samples=args.n_samples, steps=args.steps, seed=args.seed, k=args.k,
+                                 n_samples=args.n_samples, steps=args.steps, seed=args.seed,
                                  feature_key=args.feature_key, memory_budget=budget)
-    except (FileNotFoundError, SlideError, RegistryError, ValueError, OSError) as exc:
-        raise UserError(str(exc)) from None
+    except (RegistryError, PermissionError) as exc:  # UserInputErrors (bad files, options) pass through
+        raise UserError(str(exc)) from exc
     done = sum(r.status == "written" for r in records)
     print(f"[rank {_env_rank()}] {done} slide(s) written, {len(records) - done} skipped", file=sys.stdout)
     return 0

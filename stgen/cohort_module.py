@@ -53,7 +53,7 @@ class CohortPredictor(pl.LightningModule):
         checkpoint: the trained model.
         inputs: input ``.h5ad`` files (see :func:`collect_inputs`).
         out_dir: output folder (created; existing outputs are skipped, never overwritten).
-        predict_kwargs: options of :func:`stgen.predict.predict_slide` (n_samples, steps, seed, k, ...).
+        predict_kwargs: options of :func:`stgen.predict.predict_slide` (n_samples, steps, seed, ...).
 
     Shapes:
         none (files in, files out).

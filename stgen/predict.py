@@ -30,6 +30,7 @@ from torch_geometric.utils import k_hop_subgraph
 from stgen.data.graph import graph_with_k, slide_to_data
 from stgen.data.slide import FEATURE_KEY, slide_id
 from stgen.encoders.base import Encoder
+from stgen.errors import ConfigInputError
 from stgen.io import h5ad_safe
 
 #: bytes per spot assumed for an encoder that does not state its own (``inference_bytes_per_spot``)
@@ -45,11 +46,11 @@ def parse_memory(text: str | int | float) -> int:
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(text))
         if m is None:
-            raise ValueError(f"memory budget {text!r}: expected a size such as 4G, 512M or 1.5GiB")
+            raise ConfigInputError(f"memory budget {text!r}: expected a size such as 4G, 512M or 1.5GiB")
         scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
         value = float(m.group(1)) * scale
     if value <= 0:
-        raise ValueError(f"memory budget {text!r} must be positive")
+        raise ConfigInputError(f"memory budget {text!r} must be positive, e.g. 4G")
     return int(value)
 
 

@@ -42,11 +42,11 @@ def test_statistics_come_from_training_slides_and_travel_in_the_checkpoint(tmp_p
     # prediction applies the stored standardisation: same output as feeding standardised features to a
     # model whose scaler is switched off
     test_slide = bundle.slides[fold.test[0]]
-    pred = predict_slide(module, test_slide, k=8)
+    pred = predict_slide(module, test_slide)
     manual = test_slide.copy()
     manual.obsm["features"] = ((feats[fold.test[0]] - train.mean(0)) / train.std(0)).astype(np.float32)
     scaler.enabled = False
-    pred_manual = predict_slide(module, manual, k=8)
+    pred_manual = predict_slide(module, manual)
     np.testing.assert_allclose(pred.mean, pred_manual.mean, rtol=1e-4, atol=1e-5)
     scaler.enabled = True
 
