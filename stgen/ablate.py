@@ -193,6 +193,7 @@ def ensemble_rows(out: Path, variant: str, seeds: Sequence[int], bundle: Any, ta
     """
     import anndata as ad
 
+    from stgen.data.slide import MEAN_LAYER
     from stgen.metrics import calibration, count_noise_spread, evaluate
     from stgen.preprocess import target_matrix
 
@@ -207,7 +208,7 @@ def ensemble_rows(out: Path, variant: str, seeds: Sequence[int], bundle: Any, ta
         means, stds, trues = [], [], []
         for sid in ids:
             stack = np.stack([np.asarray(ad.read_h5ad(_fold_dirs(d)[fold] / "predictions" / f"{sid}.h5ad")
-                                         .layers["stgen_mean"]) for d in dirs])
+                                         .layers[MEAN_LAYER]) for d in dirs])
             means.append(stack.mean(0))
             stds.append(stack.std(0, ddof=1))
             trues.append(target_matrix(bundle.slides[sid], bundle.genes, target))

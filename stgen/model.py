@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 from torch_geometric.data import Batch
 
 from stgen.encoders.base import Encoder
@@ -51,9 +51,6 @@ class STGenModel(nn.Module):
                 n_samples: int | None = None) -> SampleOutput:
         return self.generator.predict(self.encoder, self.inputs(batch), self.prior, steps=steps, seed=seed,
                                       n_samples=n_samples)
-
-    def sample(self, batch: Batch, steps: int | None = None, seed: int | None = None) -> Tensor:
-        return self.generator.sample(self.encoder, self.inputs(batch), self.prior, steps=steps, seed=seed)
 
 
 @dataclass

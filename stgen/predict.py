@@ -28,7 +28,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import k_hop_subgraph
 
 from stgen.data.graph import graph_with_k, slide_to_data
-from stgen.data.slide import FEATURE_KEY, slide_id
+from stgen.data.slide import FEATURE_KEY, MEAN_LAYER, STD_LAYER, slide_id
 from stgen.encoders.base import Encoder
 from stgen.errors import ConfigInputError
 from stgen.io import h5ad_safe
@@ -358,9 +358,9 @@ def to_anndata(adata: ad.AnnData, pred: Prediction, info: dict[str, Any]) -> ad.
     out = ad.AnnData(X=X, obs=adata.obs.copy(), var=adata.var.reindex(genes).copy() if present else None)
     out.var_names = genes
     out.obsm = {k: v for k, v in adata.obsm.items()}
-    out.layers["stgen_mean"] = pred.mean.astype(np.float32)
+    out.layers[MEAN_LAYER] = pred.mean.astype(np.float32)
     if pred.std is not None:
-        out.layers["stgen_std"] = pred.std.astype(np.float32)
+        out.layers[STD_LAYER] = pred.std.astype(np.float32)
     out.uns["stgen"] = {**h5ad_safe(dict(adata.uns.get("stgen", {}))), **h5ad_safe(info), "genes": genes}
     out.uns["stgen"].setdefault("target", "log1p")
     return out

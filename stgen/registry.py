@@ -132,9 +132,6 @@ class Registry(Generic[T]):
 
         return deco
 
-    def unregister(self, name: str) -> None:
-        self._entries.pop(name, None)
-
     # -- entry points -------------------------------------------------------------------------
     def _entry_points(self) -> list[metadata.EntryPoint]:
         return list(metadata.entry_points(group=self.group))

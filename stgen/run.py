@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from stgen.config import compose_run
 from stgen.data.slide import patient_id
 from stgen.data.source import DATASETS, DataBundle, Fold
 from stgen.errors import (
@@ -29,7 +28,7 @@ from stgen.errors import (
     one_line,
     safe_name,
 )
-from stgen.io import h5ad_safe, write_h5ad
+from stgen.io import write_h5ad
 
 SELECTION_LABELS = {"val": "validation split of the training slides",
                     "test": "TEST FOLD (as the released STFlow code; optimistic)"}
@@ -342,20 +341,16 @@ def log_version(fold_dir: Path, resume_from: str | None) -> str:
 
 
 def _write_predictions(cfg: DictConfig, bundle: DataBundle, module: Any, out: Path) -> None:
-    from stgen.preprocess import TARGET_DESCRIPTIONS
+    """Each test slide with its predicted layers (one writer for runs and ``stgen predict``)."""
+    from stgen.predict import Prediction, target_info, to_anndata
 
     out.mkdir(parents=True, exist_ok=True)
+    info = {"config": OmegaConf.to_container(cfg, resolve=True), **target_info(module)}
+    n_samples = int(module.model.generator.n_samples)
     for pred in module.predictions.get("test", []):
-        src = bundle.slides[pred.slide_id]
-        a = src[:, bundle.genes].copy()
-        a.layers["stgen_mean"] = pred.mean.astype(np.float32)
-        if pred.std is not None:
-            a.layers["stgen_std"] = pred.std.astype(np.float32)
-        a.uns["stgen"] = {**dict(src.uns.get("stgen", {})), "config": OmegaConf.to_container(cfg, resolve=True),
-                          "genes": list(bundle.genes), "target": preprocess_spec(cfg).target,
-                          "target_description": TARGET_DESCRIPTIONS[preprocess_spec(cfg).target]}
-        a.uns["stgen"] = h5ad_safe(dict(a.uns["stgen"]))
-        write_h5ad(a, out / f"{safe_name(pred.slide_id, 'slide id', 'predictions')}.h5ad")
+        result = Prediction(mean=pred.mean, std=pred.std, genes=list(bundle.genes), n_samples=n_samples)
+        write_h5ad(to_anndata(bundle.slides[pred.slide_id], result, info),
+                   out / f"{safe_name(pred.slide_id, 'slide id', 'predictions')}.h5ad")
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -581,6 +576,3 @@ def partial_dir_target(partial: Path) -> Path:
     """The folder an ``<out>.incomplete`` folder becomes when its run finishes."""
     return partial.with_name(partial.name[: -len(INCOMPLETE)])
 
-
-def run_overrides(overrides: Sequence[str]) -> RunResult:
-    return run(compose_run(overrides), overrides)

@@ -109,7 +109,6 @@ class RunConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     seed: int = 0
     output_dir: Optional[str] = None  # noqa: UP045
-    name: Optional[str] = None  # noqa: UP045
     ckpt_path: Optional[str] = None  # noqa: UP045
     resume: Optional[str] = None  # noqa: UP045 - an interrupted run's <out>.incomplete folder
     preset: Optional[str] = None  # noqa: UP045

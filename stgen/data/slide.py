@@ -14,6 +14,9 @@ from stgen.errors import DataInputError
 SPATIAL_KEY = "spatial"
 FEATURE_KEY = "features"
 UNS_KEY = "stgen"
+#: layers of a predicted slide: predicted expression (mean over samples) and its spread over samples
+MEAN_LAYER = "stgen_mean"
+STD_LAYER = "stgen_std"
 
 
 class SlideError(DataInputError):
