@@ -335,10 +335,12 @@ def bar_chart(summary: Sequence[dict[str, Any]], path: Path, title: str = "") ->
     ax.set_ylabel("pooled Pearson\n(mean +- std, folds x seeds)")
     ax.set_title(title)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    from stgen.io import atomic_write
+
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)
     return path
 
 

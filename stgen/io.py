@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +30,35 @@ def read_h5ad(path: str | Path, what: str = "slide", backed: str | None = None) 
         return ad.read_h5ad(path, backed=backed)
 
 
-def write_h5ad(adata: ad.AnnData, path: Path) -> None:
-    """Write atomically: a temporary file in the same folder, renamed into place.
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Write ``path`` atomically: ``write(tmp)`` fills a temporary file in the same folder, then it is renamed.
 
-    On any failure or interruption (Ctrl-C included) the temporary file is removed, so neither a partial
-    ``path`` nor a ``.tmp`` file is left. pandas' string arrays (default in pandas 3) are allowed.
+    The temporary name is hidden, unique per process and keeps ``path``'s suffix (so writers that pick the
+    format from the extension work). On any failure or interruption (Ctrl-C included) it is removed, so
+    neither a partial ``path`` nor a temporary file is left.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_h5ad(adata: ad.AnnData, path: Path) -> None:
+    """Write ``adata`` atomically (:func:`atomic_write`); pandas' string arrays (default in pandas 3) are allowed."""
+
+    def write(tmp: Path) -> None:
         if hasattr(ad.settings, "allow_write_nullable_strings"):
             with ad.settings.override(allow_write_nullable_strings=True):
                 adata.write_h5ad(tmp)
         else:
             adata.write_h5ad(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def h5ad_safe(value: Any) -> Any:

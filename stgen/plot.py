@@ -277,13 +277,12 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     if path.exists():
         plt.close(fig)
         raise FileExistsError(f"{path} exists; choose another output file")
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    from stgen.io import atomic_write
+
     try:
-        fig.savefig(tmp, dpi=dpi)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path
 
 

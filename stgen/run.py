@@ -28,7 +28,7 @@ from stgen.errors import (
     one_line,
     safe_name,
 )
-from stgen.io import write_h5ad
+from stgen.io import atomic_write, write_h5ad
 
 SELECTION_LABELS = {"val": "validation split of the training slides",
                     "test": "TEST FOLD (as the released STFlow code; optimistic)"}
@@ -203,21 +203,21 @@ def run_label(overrides: Sequence[str]) -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=float)))
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) -> dict[str, Any]:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +30,7 @@ import pandas as pd
 
 from stgen.data.slide import FEATURE_KEY, SPATIAL_KEY, UNS_KEY, SlideError, make_slide, validate_slide
 from stgen.errors import ConfigInputError, DataInputError, MissingInputError, reading, safe_name
-from stgen.io import read_h5ad
+from stgen.io import atomic_write, read_h5ad
 
 if TYPE_CHECKING:
     from stgen.features.base import FeatureExtractor
@@ -113,7 +111,7 @@ def write_patches_h5(path: str | Path, patches: Patches) -> Path:
             if patches.um_per_px is not None:
                 f.attrs["um_per_px"] = float(patches.um_per_px)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 
@@ -494,16 +492,6 @@ def _source_signature(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _read_cache(path: Path, expected: dict[str, Any], barcodes: list[str]) -> CachedEmbeddings | None:
     if not path.is_file():
         return None
@@ -592,7 +580,7 @@ def ensure_embeddings(
         ) from exc
     manifest = path.parent / "backend.json"
     if not manifest.is_file():
-        _atomic_write(
+        atomic_write(
             manifest,
             lambda tmp: tmp.write_text(
                 json.dumps({"backend": backend_name, "params": json.loads(expected["params"])}, indent=2)
@@ -609,7 +597,7 @@ def ensure_embeddings(
             f.attrs["source"] = expected["source"]
             f.attrs["dim"] = int(emb.shape[1])
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return CachedEmbeddings(emb.astype(np.float32, copy=False), barcodes, coords, path, computed=True)
 
 

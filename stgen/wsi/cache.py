@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stgen.errors import ConfigInputError
+from stgen.io import atomic_write
 
 CACHE_ENV = "STGEN_CACHE_DIR"
 
@@ -70,12 +70,6 @@ class EmbeddingCache:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigInputError(f"cannot create the embedding cache folder {path.parent} ({exc}); pass --cache-dir") from exc
-        tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.npz")
-        try:
-            np.savez(tmp, embeddings=np.asarray(embeddings, dtype=np.float32),
-                     meta=np.array(json.dumps(meta, sort_keys=True, default=str)))
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, lambda tmp: np.savez(
+            tmp, embeddings=np.asarray(embeddings, dtype=np.float32),
+            meta=np.array(json.dumps(meta, sort_keys=True, default=str))))

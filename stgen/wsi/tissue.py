@@ -46,11 +46,9 @@ class TissueMask:
         """Write the mask as an 8-bit PNG (tissue white), atomically."""
         from PIL import Image
 
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        Image.fromarray((self.mask * 255).astype(np.uint8)).save(tmp)
-        tmp.replace(path)
-        return path
+        from stgen.io import atomic_write
+
+        return atomic_write(path, Image.fromarray((self.mask * 255).astype(np.uint8)).save)
 
 
 def otsu(values: np.ndarray, bins: int = 256) -> float:
