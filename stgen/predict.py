@@ -220,7 +220,7 @@ class ChunkedEncoder(Encoder):
         self.last_plan = plan
         return context
 
-    def predict(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
+    def denoise(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
         mode, payload = context
         if mode == "whole":
             return self.inner(batch, y, t, payload)

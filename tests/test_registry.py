@@ -48,7 +48,7 @@ def test_rejects_component_that_breaks_the_contract():
     class NoHook(Encoder):
         pass
 
-    with pytest.raises(RegistryError, match="does not implement predict"):
+    with pytest.raises(RegistryError, match="does not implement denoise"):
         reg.add("nohook", NoHook)
 
     class NoDefault(MLPEncoder):

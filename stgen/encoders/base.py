@@ -19,7 +19,7 @@ UNPREPARED: Any = object()
 class Encoder(Configurable, nn.Module, ABC):
     """Base class of every encoder (the denoiser network shared by all generators).
 
-    Subclasses implement one hook, :meth:`predict`. The base class checks shapes, broadcasts nothing
+    Subclasses implement one hook, :meth:`denoise`. The base class checks shapes, broadcasts nothing
     silently and caches per-slide work through :meth:`prepare`, which generators call once per batch
     and reuse across refinement steps (e.g. kNN graph and edge geometry).
 
@@ -79,7 +79,7 @@ class Encoder(Configurable, nn.Module, ABC):
         self.out_dim = out_dim
 
     def prepare(self, batch: Batch) -> Any:
-        """Per-batch work that does not depend on ``y`` or ``t``; the result is passed to ``predict``."""
+        """Per-batch work that does not depend on ``y`` or ``t``; the result is passed to ``denoise``."""
         return None
 
     def forward(self, batch: Batch, y: Tensor, t: Tensor, context: Any = UNPREPARED) -> Tensor:
@@ -97,13 +97,13 @@ class Encoder(Configurable, nn.Module, ABC):
             raise ValueError(f"{type(self).__name__}: expected t of shape ({b},) (one per slide), got {tuple(t.shape)}")
         if context is UNPREPARED:
             context = self.prepare(batch)
-        out = self.predict(batch, y, t, context)
+        out = self.denoise(batch, y, t, context)
         if out.shape != (n, self.out_dim):
-            raise RuntimeError(f"{type(self).__name__}.predict returned {tuple(out.shape)}, expected ({n}, {self.out_dim})")
+            raise RuntimeError(f"{type(self).__name__}.denoise returned {tuple(out.shape)}, expected ({n}, {self.out_dim})")
         return out
 
     @abstractmethod
-    def predict(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
+    def denoise(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
         """Predicted clean (log1p) expression ``[N, G]``."""
 
 

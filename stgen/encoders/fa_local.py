@@ -425,7 +425,7 @@ class FALocalEncoder(Encoder):
         constant = rows * 4 * (frames * 3 * de + heads * 3 * self.blocks[0].attn_mlp.fc1.out_features)
         return 4 * (node + k * edge), context, edges, constant
 
-    def predict(self, batch: Batch, y: Tensor, t: Tensor, context: FALocalContext) -> Tensor:
+    def denoise(self, batch: Batch, y: Tensor, t: Tensor, context: FALocalContext) -> Tensor:
         x = batch.x
         h = self.input_proj(x.to(self.input_proj.weight.dtype)) + self.time_embed(node_time(batch, t))
         recompute = self.recompute and self.training and torch.is_grad_enabled()

@@ -194,7 +194,7 @@ class GlobalAttentionEncoder(Encoder):
         feats = fourier_positions(centred).to(self.pos_proj.weight.dtype)
         return GlobalAttentionContext(bounds, feats)
 
-    def predict(self, batch: Batch, y: Tensor, t: Tensor, context: GlobalAttentionContext) -> Tensor:
+    def denoise(self, batch: Batch, y: Tensor, t: Tensor, context: GlobalAttentionContext) -> Tensor:
         h = self.inp(batch.x, y, node_time(batch, t)) + self.pos_proj(context.pos_features)
         outs = []
         for start, end in context.bounds:

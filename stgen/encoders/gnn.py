@@ -51,7 +51,7 @@ class GNNEncoder(Encoder):
     def prepare(self, batch: Batch) -> Tensor:
         return graph_with_k(batch, self.k)
 
-    def predict(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
+    def denoise(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
         h = self.inp(batch.x, y, node_time(batch, t))
         for norm, conv in zip(self.norms, self.convs, strict=True):
             h = h + self.drop(self.act(conv(norm(h), context)))

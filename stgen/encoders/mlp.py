@@ -64,7 +64,7 @@ class MLPEncoder(Encoder):
         )
         self.head = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, out_dim))
 
-    def predict(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
+    def denoise(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
         h = self.inp(batch.x, y, node_time(batch, t))
         for block in self.blocks:
             h = h + block(h)

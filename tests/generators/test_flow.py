@@ -27,7 +27,7 @@ class Recorder(Encoder):
         self.prepared += 1
         return None
 
-    def predict(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
+    def denoise(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
         self.times.append(float(t[0]))
         self.states.append(y.clone())
         return torch.full_like(y, 2.0) * self.scale

@@ -167,7 +167,7 @@ class GATv2Encoder(Encoder):
         full_index, attr = distance_features(batch.pos, edge_index, slide, self.num_rbf)
         return GATv2Context(full_index, attr.to(batch.x.dtype))
 
-    def predict(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
+    def denoise(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
         h = self.inp(batch.x, y, node_time(batch, t))
         for block in self.blocks:
             h = block(h, context.edge_index, context.edge_attr)
