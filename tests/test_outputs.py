@@ -20,7 +20,8 @@ def _hest_fixture():
 
 
 def test_hest_slides_are_placed_at_spot_centres_not_patch_corners(tmp_path):
-    from stgen.data.hest import read_hest, read_patch_index
+    from stgen.data.hest import read_hest
+    from stgen.data.hest_patches import read_patch_index
 
     mod = _hest_fixture()
     root = mod.make_hest_folder(tmp_path / "bench")
@@ -41,7 +42,7 @@ def test_hest_slides_are_placed_at_spot_centres_not_patch_corners(tmp_path):
 
 
 def _pairs(patients: dict[str, str]):
-    from stgen.data.hest import Patches
+    from stgen.data.hest_patches import Patches
 
     out = []
     for sid, patient in patients.items():

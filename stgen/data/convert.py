@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from stgen.data.hest import EXPR_DIRS, PATCHES_DIR, SPLITS_DIR, Patches, write_patches_h5
+from stgen.data.hest_layout import EXPR_DIRS, PATCHES_DIR, SPLITS_DIR
+from stgen.data.hest_patches import Patches, write_patches_h5
 from stgen.data.legacy_st import (
     DEFAULT_PATCH_PX,
     DEFAULT_PATCH_UM,
@@ -169,7 +170,7 @@ def convert_to_hest(
         validate_slide(s, feature_key=None, name=sid)
         if not isinstance(p, Patches):
             raise TypeError(
-                f"slide {sid!r}: patches must be a stgen.data.hest.Patches, got {type(p).__name__}"
+                f"slide {sid!r}: patches must be a stgen.data.hest_patches.Patches, got {type(p).__name__}"
             )
         extra = [b for b in p.barcodes if b not in s.obs_names]
         if extra:

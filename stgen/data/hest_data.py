@@ -60,7 +60,8 @@ class HestData(DataSource):
         return path
 
     def read(self, features: dict | None) -> DataBundle:
-        from stgen.data.hest import read_gene_panel, read_hest
+        from stgen.data.hest import read_hest
+        from stgen.data.hest_layout import read_gene_panel
         from stgen.registry import FEATURES
 
         spec = dict(features or {"name": self.default_features})

@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 from PIL import Image
 
-from stgen.data.hest import Patches
+from stgen.data.hest_patches import Patches
 from stgen.data.slide import SPATIAL_KEY, UNS_KEY, SlideError, make_slide
 from stgen.errors import MissingInputError, reading, safe_name
 
@@ -302,7 +302,7 @@ def extract_patches(
         pad_value: fill value outside the image (255: white glass).
 
     Returns:
-        :class:`~stgen.data.hest.Patches` with coordinates in full-resolution pixels and the output
+        :class:`~stgen.data.hest_patches.Patches` with coordinates in full-resolution pixels and the output
         resolution in ``um_per_px``.
     """
     geom = patch_geometry(

@@ -96,7 +96,7 @@ class FeatureExtractor(Configurable, ABC):
         Recorded in checkpoints (``data_spec["features"]``) so prediction on new images rebuilds exactly
         this backend; :func:`build_from_spec` checks the weights fingerprint when it does.
         """
-        from stgen.data.hest import canonical_backend_params
+        from stgen.data.hest_cache import canonical_backend_params
 
         name = name or registered_name(type(self))
         params = canonical_backend_params(name, self.get_params())

@@ -53,7 +53,7 @@ def resolve_settings(data_spec: Mapping[str, Any] | None, *, checkpoint: str = "
         MissingBackendError: no backend recorded and none given (the message says how to give one).
         ValueError: a given backend contradicts the recorded one, or a bad layout/spacing.
     """
-    from stgen.data.hest import canonical_backend_params
+    from stgen.data.hest_cache import canonical_backend_params
 
     spec = DataSpec.from_dict(data_spec)
     notes: dict[str, str] = {}

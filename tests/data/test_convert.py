@@ -9,7 +9,8 @@ import pytest
 import scipy.sparse as sp
 
 from stgen.data.convert import convert_to_hest, read_her2st, select_variable_genes
-from stgen.data.hest import Patches, read_hest, read_patches_h5
+from stgen.data.hest import read_hest
+from stgen.data.hest_patches import Patches, read_patches_h5
 from stgen.data.slide import SlideError, make_slide
 
 HER2ST = Path(__file__).resolve().parents[3] / "shared" / "data" / "her2st"

@@ -11,14 +11,9 @@ import pandas as pd
 import pytest
 from torch import Tensor
 
-from stgen.data.hest import (
-    Patches,
-    embedding_cache_path,
-    ensure_embeddings,
-    read_hest,
-    read_patch_index,
-    write_patches_h5,
-)
+from stgen.data.hest import read_hest
+from stgen.data.hest_cache import embedding_cache_path, ensure_embeddings
+from stgen.data.hest_patches import Patches, read_patch_index, write_patches_h5
 from stgen.data.slide import SlideError, validate_slide
 from stgen.features.base import FeatureExtractor
 
