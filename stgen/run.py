@@ -94,7 +94,6 @@ def validate_run_config(cfg: DictConfig) -> None:
     Raises:
         ConfigInputError: naming the option, the value and the valid range.
     """
-    import pytorch_lightning as pl
 
     checks = [
         ("trainer.max_epochs", cfg.trainer.max_epochs, lambda v: v >= 1, ">= 1"),
@@ -116,9 +115,8 @@ def validate_run_config(cfg: DictConfig) -> None:
         raise ConfigInputError(f"eval.select_on={cfg.eval.select_on!r} is invalid; choose one of {list(SELECTION_LABELS)}")
     t = cfg.trainer
     try:  # Lightning checks accelerator, devices, precision and strategy when a Trainer is built
-        pl.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
-                   num_nodes=t.num_nodes, precision=t.precision, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False)
+        build_trainer(t, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
     except Exception as exc:  # noqa: BLE001 - any refusal of these options is about the options
         raise ConfigInputError(
             f"trainer options accelerator={t.accelerator} devices={t.devices} strategy={t.strategy} "
@@ -180,6 +178,23 @@ def claim_output_dir(cfg: DictConfig, label: str, out: Path | None = None) -> tu
             check_output_dir(OmegaConf.create({"output_dir": str(cand)}))
             raise OutputExistsError(f"output directory {cand} is taken; choose another output_dir")
     raise OutputExistsError(f"no free run folder next to {base}; clean up outputs/")
+
+
+#: fields of the ``trainer`` config that are not ``lightning.Trainer`` arguments (early stopping reads them)
+NOT_TRAINER_ARGS = frozenset({"patience"})
+
+
+def build_trainer(tcfg: Any, **extra: Any) -> Any:
+    """The one place a ``trainer`` config becomes a ``lightning.Trainer``: every field passes through.
+
+    Args:
+        tcfg: the ``trainer`` config (:class:`~stgen.config.schema.TrainerConfig` fields).
+        extra: arguments the run adds (callbacks, logger, folders); they win over the config.
+    """
+    import pytorch_lightning as pl
+
+    args = OmegaConf.to_container(tcfg, resolve=True) if isinstance(tcfg, DictConfig) else dict(tcfg)
+    return pl.Trainer(**{**{k: v for k, v in args.items() if k not in NOT_TRAINER_ARGS}, **extra})
 
 
 def new_output_dir(cfg: DictConfig, label: str) -> Path:
@@ -260,11 +275,8 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
                               mode="max", save_top_k=1, save_last=True)
     resume_from = fold_checkpoint(cfg, fold_dir)
     tcfg = cfg.trainer
-    trainer = pl.Trainer(
-        max_epochs=tcfg.max_epochs, accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy,
-        num_nodes=tcfg.num_nodes, precision=tcfg.precision, gradient_clip_val=tcfg.gradient_clip_val,
-        log_every_n_steps=tcfg.log_every_n_steps, enable_progress_bar=tcfg.enable_progress_bar,
-        check_val_every_n_epoch=tcfg.check_val_every_n_epoch, deterministic=tcfg.deterministic,
+    trainer = build_trainer(
+        tcfg,
         callbacks=[ckpt_cb, EarlyStopping(monitor="val/pearson", mode="max", patience=tcfg.patience), RngState()],
         logger=CSVLogger(fold_dir, name="logs", version=log_version(fold_dir, resume_from)), default_root_dir=fold_dir,
         enable_model_summary=False, num_sanity_val_steps=0 if resume_from else 2,
