@@ -54,7 +54,7 @@ def _pairs(patients: dict[str, str]):
 
 
 def test_fold_plan_maps_folds_to_test_patients_and_flags_missing_validation():
-    from stgen.commands import fold_plan
+    from stgen.cli.convert import fold_plan
 
     plan = fold_plan(_pairs({"A1": "A", "C2": "C", "C3": "C"}), "patient")
     assert [f["name"] for f in plan] == ["fold0", "fold1"]
