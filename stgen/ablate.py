@@ -134,11 +134,11 @@ def reevaluate(run_dir: Path, variant: Variant, bundle: Any, cfg: Any) -> list[d
     from torch import nn
     from torch_geometric.data import Batch
 
+    from stgen.build import preprocess_spec
     from stgen.data.graph import slide_to_data
     from stgen.metrics import calibration, evaluate
     from stgen.predict import load_module
     from stgen.preprocess import target_matrix
-    from stgen.run import preprocess_spec
 
     target = preprocess_spec(cfg).target
     rows = []
@@ -368,8 +368,8 @@ def ablate(overrides: Sequence[str], variants: Sequence[str], seeds: Sequence[in
     ``report_only`` trains nothing: the report covers the runs already finished in ``out`` and lists the
     missing ones (for a grid cut short by a time limit).
     """
+    from stgen.build import build_data, preprocess_spec
     from stgen.config import compose_run
-    from stgen.run import build_data, preprocess_spec
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

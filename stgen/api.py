@@ -71,7 +71,7 @@ def create_model(encoder: str | Mapping[str, Any] = "fa_local", *, in_dim: int, 
     Returns:
         an :class:`stgen.model.STGenModel`; its encoder's ``graph_k`` is the graph it reads.
     """
-    from stgen.model import build_model
+    from stgen.build import build_model
 
     def spec(value: str | Mapping[str, Any], extra: Mapping[str, Any] = {}) -> dict[str, Any]:  # noqa: B006
         out = {"name": value} if isinstance(value, str) else dict(value)

@@ -28,7 +28,7 @@ class Param:
 class Configurable:
     """Mixin: components whose user parameters come from their constructor signature.
 
-    ``data_args`` are sizes injected by :func:`stgen.model.build_model` from the data (never typed by
+    ``data_args`` are sizes injected by :func:`stgen.build.build_model` from the data (never typed by
     users); every other constructor parameter must have a default and a simple type, and becomes a
     config key.
     """

@@ -11,8 +11,8 @@ import pytorch_lightning as pl
 import torch
 from torch_geometric.data import Batch
 
+from stgen.build import build_model, model_sources
 from stgen.metrics import Evaluation, evaluate
-from stgen.model import build_model, model_sources
 from stgen.preprocess import PreprocessSpec
 from stgen.registry import RegistryError
 

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from stgen.build import build_data, build_trainer, model_spec, preprocess_spec
 from stgen.data.slide import patient_id
-from stgen.data.source import DATASETS, DataBundle, Fold
+from stgen.data.source import DataBundle, Fold
 from stgen.errors import (
     ConfigInputError,
     DataInputError,
@@ -53,39 +54,6 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)
     primary: bool = True
     config: DictConfig | None = None
-
-
-def model_spec(cfg: DictConfig) -> dict[str, dict[str, Any]]:
-    return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("encoder", "generator", "prior")}
-
-
-def preprocess_spec(cfg: DictConfig) -> Any:
-    """The run's :class:`~stgen.preprocess.PreprocessSpec` (standardisation and target)."""
-    from stgen.preprocess import PreprocessSpec
-
-    pp = cfg.get("preprocess")
-    return PreprocessSpec() if pp is None else PreprocessSpec(standardize=bool(pp.standardize), target=str(pp.target))
-
-
-def build_data(cfg: DictConfig) -> DataBundle:
-    """The one place a data config becomes a :class:`DataBundle`."""
-    params = OmegaConf.to_container(cfg.data, resolve=True)
-    name = params.pop("name")
-    try:
-        source = DATASETS.get(name)(**params)
-    except (ValueError, TypeError) as exc:
-        if isinstance(exc, DataInputError | MissingInputError):
-            raise
-        raise ConfigInputError(str(exc) if str(exc).startswith("data") else f"data={name}: {exc}") from exc
-    features = cfg.get("features")
-    bundle = source.load(None if features is None else OmegaConf.to_container(features, resolve=True))
-    try:
-        bundle.validate()
-    except ValueError as exc:
-        if isinstance(exc, DataInputError):
-            raise
-        raise DataInputError(f"data={name}: {exc}") from exc
-    return bundle
 
 
 def validate_run_config(cfg: DictConfig) -> None:
@@ -180,23 +148,6 @@ def claim_output_dir(cfg: DictConfig, label: str, out: Path | None = None) -> tu
     raise OutputExistsError(f"no free run folder next to {base}; clean up outputs/")
 
 
-#: fields of the ``trainer`` config that are not ``lightning.Trainer`` arguments (early stopping reads them)
-NOT_TRAINER_ARGS = frozenset({"patience"})
-
-
-def build_trainer(tcfg: Any, **extra: Any) -> Any:
-    """The one place a ``trainer`` config becomes a ``lightning.Trainer``: every field passes through.
-
-    Args:
-        tcfg: the ``trainer`` config (:class:`~stgen.config.schema.TrainerConfig` fields).
-        extra: arguments the run adds (callbacks, logger, folders); they win over the config.
-    """
-    import pytorch_lightning as pl
-
-    args = OmegaConf.to_container(tcfg, resolve=True) if isinstance(tcfg, DictConfig) else dict(tcfg)
-    return pl.Trainer(**{**{k: v for k, v in args.items() if k not in NOT_TRAINER_ARGS}, **extra})
-
-
 def new_output_dir(cfg: DictConfig, label: str) -> Path:
     """The folder a new run would write to (checked, not claimed; :func:`claim_output_dir` claims it)."""
     if cfg.output_dir:
@@ -242,10 +193,10 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
+    from stgen.build import graph_k
     from stgen.callbacks import RngState
     from stgen.data.datamodule import SlideDataModule
     from stgen.lit import STGenLightning
-    from stgen.model import graph_k
     from stgen.preprocess import apply_target, fit_scaler
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -503,7 +454,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = (), out_dir: Path | None = N
                 "slides or patients); use leave-one-section-out folds, add slides, or set eval.select_on=test "
                 "(selection on the test fold, labelled as such)"
             )
-    from stgen.model import build_model
+    from stgen.build import build_model
 
     try:  # component errors surface before any output is written
         build_model(model_spec(cfg), in_dim=next(iter(bundle.slides.values())).obsm[bundle.feature_key].shape[1],

@@ -65,8 +65,7 @@ def test_settings_with_one_home_name_it(override, home):
 
 
 def test_k_and_sampling_settings_live_in_the_components():
-    from stgen.model import graph_k
-    from stgen.run import model_spec
+    from stgen.build import graph_k, model_spec
 
     cfg = compose_run(["encoder=gnn", "encoder.k=12", "generator=flow", "generator.n_samples=4"])
     assert "k" not in cfg.data and "n_samples" not in cfg.eval and "steps" not in cfg.eval

@@ -22,9 +22,9 @@ def _train(tmp_path, *extra: str):
 
 
 def test_statistics_come_from_training_slides_and_travel_in_the_checkpoint(tmp_path):
+    from stgen.build import build_data
     from stgen.config import compose_run
     from stgen.predict import load_module, predict_slide
-    from stgen.run import build_data
 
     out = _train(tmp_path)
     module = load_module(out / "checkpoints" / "best.ckpt")
