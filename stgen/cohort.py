@@ -14,7 +14,6 @@ task per GPU): Lightning reads the ranks from the launcher's environment.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -105,16 +104,14 @@ def _env_rank() -> int:
 
 def add_parser(sub: Any) -> None:
     """``stgen predict-cohort``: the CLI of :func:`predict_cohort`."""
+    from stgen.cli.common import add_sampling_args
+
     p = sub.add_parser("predict-cohort",
                        help="predict many slides over processes/GPUs/nodes (Lightning DDP); reruns skip done slides")
     p.add_argument("checkpoint", help="a trained model: <run>/checkpoints/best.ckpt")
     p.add_argument("inputs", nargs="+", help="slide .h5ad files or folders of them")
     p.add_argument("-o", "--out", required=True, help="output folder (existing outputs are skipped, never overwritten)")
-    p.add_argument("--n-samples", type=int, default=None,
-                   help="samples per slide: mean and std (default: the checkpoint's generator.n_samples)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's generator.steps)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--k", type=int, default=None, help=argparse.SUPPRESS)  # removed: an error that says why
+    add_sampling_args(p)
     p.add_argument("--feature-key", default="features", help="obsm key of the patch embeddings")
     p.add_argument("--memory-budget", default=None,
                    help="memory per process for one slide, e.g. 6G (default: half of what is available)")
@@ -126,16 +123,11 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_predict_cohort(args: Any) -> int:
-    from stgen.cli import UserError
+    from stgen.cli.common import UserError, check_sampling_args
     from stgen.predict import parse_memory
     from stgen.registry import RegistryError
 
-    if args.k is not None:
-        raise UserError("--k is not an option: k is set with encoder.k when training and read from the checkpoint "
-                        "(prediction builds the graph the trained encoder reads)")
-    for flag, value in (("--n-samples", args.n_samples), ("--steps", args.steps)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be >= 1")
+    check_sampling_args(args)
     devices: int | str = int(args.devices) if str(args.devices).isdigit() else args.devices
     try:
         budget = None if args.memory_budget is None else parse_memory(args.memory_budget)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import warnings
 from collections.abc import Sequence
@@ -60,3 +61,22 @@ def plain(text: str) -> str:
     text = re.sub(r"``([^`]+)``", r"\1", text)
     text = re.sub(r"`([^`]+)`", r"\1", text)
     return re.sub(r"(?<!\w)\*{1,2}([^*\s][^*]*?)\*{1,2}(?!\w)", r"\1", text)
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """``--n-samples``, ``--steps``, ``--seed`` (defaults: the checkpoint's), and the retired ``--k``."""
+    p.add_argument("--n-samples", type=int, default=None,
+                   help="samples per slide: mean and std (default: the checkpoint's generator.n_samples)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's generator.steps)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=int, default=None, help=argparse.SUPPRESS)  # removed: an error that says why
+
+
+def check_sampling_args(args: argparse.Namespace) -> None:
+    """Refuse the retired ``--k`` (k is read from the checkpoint) and non-positive sampling settings."""
+    if args.k is not None:
+        raise UserError("--k is not an option: k is set with encoder.k when training and read from the checkpoint "
+                        "(prediction builds the graph the trained encoder reads)")
+    for flag, value in (("--n-samples", args.n_samples), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from stgen.cli.common import UserError
+from stgen.cli.common import UserError, add_sampling_args, check_sampling_args
 
 
 def add_parser(sub: Any) -> None:
@@ -15,11 +15,7 @@ def add_parser(sub: Any) -> None:
                    help="slides: .h5ad (spots + embeddings) or images (.svs .tif .tiff .ome.tif .ndpi, or .jpg/.png "
                         "with --mpp); quoted globs such as 'slides/*.svs' are expanded")
     p.add_argument("-o", "--out", required=True, help="output folder (one .h5ad per input; never overwritten)")
-    p.add_argument("--n-samples", type=int, default=None,
-                   help="samples per slide: mean and std (default: the checkpoint's generator.n_samples)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the checkpoint's generator.steps)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--k", type=int, default=None, help=argparse.SUPPRESS)  # removed: an error that says why
+    add_sampling_args(p)
     p.add_argument("--feature-key", default="features", help="obsm key of the patch embeddings (.h5ad inputs)")
     p.add_argument("--chunk-size", type=int, default=None, help="spots per inference chunk (default: from --memory-budget)")
     p.add_argument("--memory-budget", default=None,
@@ -83,12 +79,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from stgen.predict import predict_files
     from stgen.registry import RegistryError
 
-    if args.k is not None:
-        raise UserError("--k is not an option: k is set with encoder.k when training and read from the checkpoint "
-                        "(prediction builds the graph the trained encoder reads)")
-    for flag, value in (("--n-samples", args.n_samples), ("--steps", args.steps)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be >= 1")
+    check_sampling_args(args)
     if args.num_workers < 0 or args.batch_size < 1:
         raise UserError("--num-workers must be >= 0 and --batch-size >= 1")
     try:
