@@ -2,8 +2,9 @@
 
 A predicted slide is an AnnData holding predictions under a key (default ``stgen``): either the layers
 ``<key>_mean``/``<key>_std`` (``stgen predict``, a run's ``predictions/``) or the ``obsm`` data frames
-written by :func:`stgen.tl.predict`. Measured expression (raw counts in ``X``, shown as log1p) is used
-when the slide has it. When ``uns["spatial"][library]`` holds an H&E image and its scale factors
+written by :func:`stgen.tl.predict`. Measured expression (raw counts in ``X``) is used when the slide
+has it, transformed to the model's target (log1p counts, or log1p counts per 10k, as recorded with the
+prediction) so that both are on one scale. When ``uns["spatial"][library]`` holds an H&E image and its scale factors
 (squidpy/Visium layout), spots are drawn on the image at their true size.
 
 Each map gets its own robust colour scale (the 1st-99th percentile of its values, ``scale="robust"``)
@@ -22,6 +23,7 @@ import anndata as ad
 import numpy as np
 
 from stgen.data.slide import SPATIAL_KEY, slide_id
+from stgen.preprocess import check_target, target_matrix
 
 SCALES = ("robust", "shared")
 #: percentiles that bound a robust colour scale
@@ -35,13 +37,15 @@ class PredictedSlide:
     Args:
         slide: slide id (for titles).
         genes: the predicted gene panel.
-        predicted: ``[N, G]`` predicted log1p expression.
-        measured: ``[N, G]`` measured log1p expression, or None for a slide without expression.
+        predicted: ``[N, G]`` predicted expression (the model's target, see ``target``).
+        measured: ``[N, G]`` measured expression as the same target, or None for a slide without expression.
         spread: ``[N, G]`` spread over samples, or None.
         xy: ``[N, 2]`` spot centres in full-resolution pixels.
         image: H&E image ``[H, W(, 3)]`` to draw under the spots, or None.
         image_scale: image pixels per full-resolution pixel.
         spot_diameter: spot diameter in full-resolution pixels.
+        target: the expression target of ``predicted`` and ``measured`` (a key of
+            :data:`stgen.preprocess.TARGETS`).
     """
 
     slide: str
@@ -53,6 +57,12 @@ class PredictedSlide:
     image: np.ndarray | None = None
     image_scale: float = 1.0
     spot_diameter: float = 1.0
+    target: str = "log1p"
+
+    @property
+    def unit(self) -> str:
+        """Short axis/title label of the target, e.g. ``log1p`` or ``log1p cp10k``."""
+        return self.target.replace("_", " ")
 
     def column(self, gene: str) -> int:
         if gene not in self.genes:
@@ -103,12 +113,13 @@ def predicted_slide(adata: ad.AnnData, key: str = "stgen") -> PredictedSlide:
                          "`stgen predict` or stgen.tl.predict first")
     predicted, genes = mean
     spread = _stored(adata, f"{key}_std")
+    target = _target(adata, key)
     measured = None
     present = [g for g in genes if g in adata.var_names]
     if len(present) == len(genes) and adata.n_vars:
         X = _dense(adata[:, genes].X)
         if X.size and np.any(X):
-            measured = np.log1p(np.clip(X, 0, None))
+            measured = target_matrix(adata, genes, target).astype(np.float64)
     if SPATIAL_KEY not in adata.obsm:
         raise ValueError(f"slide {sid!r} has no obsm['spatial'] coordinates to draw the maps")
     xy = np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64)
@@ -117,7 +128,17 @@ def predicted_slide(adata: ad.AnnData, key: str = "stgen") -> PredictedSlide:
         diameter = _spacing(xy)
     return PredictedSlide(slide=sid, genes=genes, predicted=predicted, measured=measured,
                           spread=None if spread is None else spread[0], xy=xy, image=image, image_scale=scale,
-                          spot_diameter=diameter)
+                          spot_diameter=diameter, target=target)
+
+
+def _target(adata: ad.AnnData, key: str) -> str:
+    """The target recorded with the predictions (``uns[key]`` of ``stgen predict``, ``uns[key_params]`` of
+    :func:`stgen.tl.predict`); ``log1p`` for outputs that predate the option."""
+    for name in (key, f"{key}_params"):
+        info = adata.uns.get(name)
+        if isinstance(info, dict) and "target" in info:
+            return check_target(str(info["target"]))
+    return "log1p"
 
 
 def _image(adata: ad.AnnData) -> tuple[np.ndarray | None, float, float | None]:
@@ -208,8 +229,8 @@ def maps_figure(slide: PredictedSlide, genes: Sequence[str], scale: str = "robus
             values = getattr(slide, what)[:, j]
             limits = shared if scale == "shared" and what != "spread" else robust_limits(values)
             spots = _draw_map(ax, slide, values, limits, "magma" if what == "spread" else cmap)
-            title = {"measured": f"{gene} measured (log1p)", "spread": f"{gene} spread over samples",
-                     "predicted": f"{gene} predicted (log1p)" + (f", r = {r:.2f}" if np.isfinite(r) else "")}[what]
+            title = {"measured": f"{gene} measured ({slide.unit})", "spread": f"{gene} spread over samples",
+                     "predicted": f"{gene} predicted ({slide.unit})" + (f", r = {r:.2f}" if np.isfinite(r) else "")}[what]
             ax.set_title(f"{title}\nslide {slide.slide}", fontsize=10)
             fig.colorbar(spots, ax=ax, shrink=0.75, extend="both" if scale == "robust" else "neither")
     fig.tight_layout()
@@ -241,7 +262,8 @@ def pearson_figure(slide: PredictedSlide, max_genes: int = 60) -> Any:
 
 
 def scatter_figure(slide: PredictedSlide, genes: Sequence[str]) -> Any:
-    """Predicted vs measured log1p expression per spot, one panel per gene, with r and the diagonal."""
+    """Predicted vs measured expression (the model's target) per spot, one panel per gene, with r and the
+    diagonal."""
     import matplotlib.pyplot as plt
 
     if slide.measured is None:
@@ -260,8 +282,8 @@ def scatter_figure(slide: PredictedSlide, genes: Sequence[str]) -> Any:
         ax.scatter(x, y, s=6, alpha=0.6, color="#3b7dd8", edgecolors="none")
         lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
         ax.plot([lo, hi], [lo, hi], color="grey", linewidth=0.8, linestyle="--")
-        ax.set_xlabel("measured log1p")
-        ax.set_ylabel("predicted log1p")
+        ax.set_xlabel(f"measured {slide.unit}")
+        ax.set_ylabel(f"predicted {slide.unit}")
         ax.set_title(f"{gene} (slide {slide.slide}), r = {r[j]:.2f}", fontsize=10)
     for k in range(n, nrow * ncol):
         axes[k // ncol, k % ncol].axis("off")

@@ -98,3 +98,25 @@ def test_plot_command_kinds_and_errors(predicted, tmp_path):
     assert not list(tmp_path.glob("*.tmp.png"))
     for name in ("s.png", "n.png", "p.png"):
         assert not (tmp_path / name).exists()
+
+
+def test_measured_expression_follows_the_target_recorded_with_the_prediction(predicted):
+    """A log1p_cp10k model is compared with measured counts per 10k, and the figures say so."""
+    from stgen.preprocess import target_matrix
+
+    counts = np.asarray(predicted.X, dtype=np.float64)
+    plain = plot.predicted_slide(predicted)
+    assert np.allclose(plain.measured, np.log1p(counts)) and plain.unit == "log1p"
+    predicted.uns["stgen"] = {**predicted.uns.get("stgen", {}), "target": "log1p_cp10k"}
+    slide = plot.predicted_slide(predicted)
+    expected = target_matrix(predicted, slide.genes, "log1p_cp10k")
+    assert np.allclose(slide.measured, expected, atol=1e-5)
+    assert not np.allclose(slide.measured, plain.measured)
+    gene = slide.genes[0]
+    titles = [ax.get_title() for ax in plot.maps_figure(slide, [gene]).axes if ax.get_title()]
+    assert titles[0].startswith(f"{gene} measured (log1p cp10k)")
+    scatter = plot.scatter_figure(slide, [gene]).axes[0]
+    assert scatter.get_xlabel() == "measured log1p cp10k"
+    predicted.uns["stgen"]["target"] = "sqrt"
+    with pytest.raises(ValueError, match="unknown target 'sqrt'"):
+        plot.predicted_slide(predicted)
