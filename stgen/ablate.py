@@ -73,6 +73,18 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             "global attention encoder + flow"),
     Variant("gnn_regression", ("encoder=gnn", "generator=regression", "prior=zinb"), "GraphSAGE + regression"),
     Variant("mlp_regression", ("encoder=mlp", "generator=regression", "prior=zinb"), "per-spot MLP + regression"),
+    Variant("regression_gaussian", ("encoder=fa_local", "generator=regression", "generator.likelihood=gaussian",
+                                    "prior=zinb"),
+            "fa_local + regression with a Gaussian head (mean and log-variance, beta-NLL)"),
+    Variant("gnn_regression_gaussian", ("encoder=gnn", "generator=regression", "generator.likelihood=gaussian",
+                                        "prior=zinb"),
+            "GraphSAGE + regression with a Gaussian head (mean and log-variance, beta-NLL)"),
+    Variant("mlp_regression_gaussian", ("encoder=mlp", "generator=regression", "generator.likelihood=gaussian",
+                                        "prior=zinb"),
+            "per-spot MLP + regression with a Gaussian head (mean and log-variance, beta-NLL)"),
+    Variant("gnn_regression_gaussian_nll", ("encoder=gnn", "generator=regression",
+                                            "generator.likelihood=gaussian", "generator.beta=0", "prior=zinb"),
+            "GraphSAGE + regression with a Gaussian head, plain NLL (beta = 0)"),
     Variant("stflow_samples8", reuse="stflow", n_samples=8,
             description="STFlow, mean and spread of 8 samples (test-time sampling)"),
     Variant("regression_mc_dropout", reuse="regression", n_samples=8, mc_dropout=True,
@@ -87,7 +99,7 @@ PAPER_GRID = ["stflow", "regression", "no_frame_averaging", "steps_1", "steps_2"
               "prior_zero", "encoder_gnn", "encoder_mlp", "encoder_global_attention", "gnn_regression",
               "mlp_regression"]
 METRICS = ("pearson", "pearson_slide_mean", "mse", "cal_spearman", "cal_spearman_partial", "cov50", "cov80",
-           "cov95", "fit_seconds")
+           "cov95", "cov50_uncal", "cov80_uncal", "cov95_uncal", "fit_seconds")
 
 
 def merge_overrides(base: Sequence[str], extra: Sequence[str]) -> list[str]:
@@ -187,13 +199,17 @@ def ensemble_rows(out: Path, variant: str, seeds: Sequence[int], bundle: Any, ta
                   count_noise: bool = False) -> list[dict[str, Any]]:
     """A deep ensemble over seeds: mean and spread of the seeds' stored test predictions, per fold.
 
+    When every member stored its own spread (``layers['stgen_std']``, e.g. a Gaussian head), the spread is
+    that of the equal mixture (Lakshminarayanan et al. 2017): ``sqrt(var over seeds + mean of the members'
+    variances)``.
+
     With ``count_noise`` (log1p targets only) the spread also holds the NB sampling noise of the counts
     around the ensemble mean (:func:`~stgen.metrics.count_noise_spread`, theta fitted to the training
     counts of the fold): ``sqrt(spread_ensemble^2 + spread_counts^2)``.
     """
     import anndata as ad
 
-    from stgen.data.slide import MEAN_LAYER
+    from stgen.data.slide import MEAN_LAYER, STD_LAYER
     from stgen.metrics import calibration, count_noise_spread, evaluate
     from stgen.preprocess import target_matrix
 
@@ -207,10 +223,13 @@ def ensemble_rows(out: Path, variant: str, seeds: Sequence[int], bundle: Any, ta
         ids = sorted(p.stem for p in (fdir0 / "predictions").glob("*.h5ad"))
         means, stds, trues = [], [], []
         for sid in ids:
-            stack = np.stack([np.asarray(ad.read_h5ad(_fold_dirs(d)[fold] / "predictions" / f"{sid}.h5ad")
-                                         .layers[MEAN_LAYER]) for d in dirs])
+            preds = [ad.read_h5ad(_fold_dirs(d)[fold] / "predictions" / f"{sid}.h5ad") for d in dirs]
+            stack = np.stack([np.asarray(p.layers[MEAN_LAYER]) for p in preds])
             means.append(stack.mean(0))
-            stds.append(stack.std(0, ddof=1))
+            var = stack.var(0, ddof=1)
+            if all(STD_LAYER in p.layers for p in preds):  # members with their own spread: mixture variance
+                var = var + np.mean([np.asarray(p.layers[STD_LAYER], dtype=np.float64) ** 2 for p in preds], 0)
+            stds.append(np.sqrt(var))
             trues.append(target_matrix(bundle.slides[sid], bundle.genes, target))
         if count_noise:
             theta = _train_theta(bundle, fold)
@@ -301,12 +320,16 @@ def write_report(out: Path, rows: list[dict[str, Any]], order: Sequence[str], co
     if cal:
         lines += ["", "Calibration of the per-spot spread (where a variant has one): Spearman of spread vs |error| "
                   "per gene (mean over genes), raw and with the predicted mean partialled out; empirical coverage of "
-                  "the central Gaussian 50/80/95 % intervals (ideal 0.50/0.80/0.95).", "",
-                  "| variant | spearman | partial | cov50 | cov80 | cov95 |", "|---|---|---|---|---|---|"]
+                  "the central Gaussian 50/80/95 % intervals (ideal 0.50/0.80/0.95), after the per-gene scale fitted on "
+                  "the validation slides (`eval.recalibrate`, trained variants with a spread) and before it.", "",
+                  "| variant | spearman | partial | cov50 | cov80 | cov95 | before recalibration: cov50 / 80 / 95 |",
+                  "|---|---|---|---|---|---|---|"]
         for s in cal:
+            uncal = ("-" if not np.isfinite(s.get("cov80_uncal", np.nan)) else
+                     " / ".join(_fmt(s[f"cov{q}_uncal"]) for q in (50, 80, 95)))
             lines.append(f"| {s['variant']} | {_fmt(s['cal_spearman'], s['cal_spearman_std'])} | "
                          f"{_fmt(s['cal_spearman_partial'], s['cal_spearman_partial_std'])} | "
-                         f"{_fmt(s['cov50'])} | {_fmt(s['cov80'])} | {_fmt(s['cov95'])} |")
+                         f"{_fmt(s['cov50'])} | {_fmt(s['cov80'])} | {_fmt(s['cov95'])} | {uncal} |")
     lines += ["", "![ablation](ablation.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
     bar_chart(summary, out / "ablation.png", title=str(info.get("data", "")))
