@@ -93,6 +93,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             description="GraphSAGE + regression, 8 MC-dropout passes"),
     Variant("mlp_regression_mc_dropout", reuse="mlp_regression", n_samples=8, mc_dropout=True,
             description="MLP + regression, 8 MC-dropout passes"),
+    Variant("gnn_regression_gaussian_mc_dropout", reuse="gnn_regression_gaussian", n_samples=8, mc_dropout=True,
+            description="GraphSAGE + Gaussian head, 8 MC-dropout passes (predicted + dropout variance)"),
+    Variant("mlp_regression_gaussian_mc_dropout", reuse="mlp_regression_gaussian", n_samples=8, mc_dropout=True,
+            description="MLP + Gaussian head, 8 MC-dropout passes (predicted + dropout variance)"),
 ]}
 #: the paper's grid (plus the two cheap GNN/MLP regressions the paper never compared against)
 PAPER_GRID = ["stflow", "regression", "no_frame_averaging", "steps_1", "steps_2", "steps_5", "prior_gaussian",
@@ -141,18 +145,21 @@ def _train(overrides: list[str], run_dir: Path, log: Path, in_process: bool) -> 
 
 # -- re-evaluation (inference variants, ensembles) ----------------------------------------------------
 def reevaluate(run_dir: Path, variant: Variant, bundle: Any, cfg: Any) -> list[dict[str, Any]]:
-    """Evaluate the best checkpoint of every fold of ``run_dir`` with ``variant``'s sampling settings."""
-    import torch
+    """Evaluate the best checkpoint of every fold of ``run_dir`` with ``variant``'s sampling settings.
+
+    When the variant has a spread and the run selected on validation slides, the per-gene spread scale
+    (:class:`~stgen.recalibrate.SpreadScale`) is refitted on the fold's validation slides with the same
+    settings and applied to the test slides (``eval.recalibrate``); ``cov*_uncal`` give the coverage
+    before it.
+    """
     from torch import nn
-    from torch_geometric.data import Batch
 
     from stgen.build import preprocess_spec
-    from stgen.data.graph import slide_to_data
     from stgen.metrics import calibration, evaluate
     from stgen.predict import load_module
-    from stgen.preprocess import target_matrix
 
-    target = preprocess_spec(cfg).target
+    target, seed = preprocess_spec(cfg).target, int(cfg.eval.seed)
+    meta = {str(r["fold"]): r for r in json.loads((run_dir / "metrics.json").read_text())["folds"]}
     rows = []
     for fold, fdir in _fold_dirs(run_dir).items():
         module = load_module(fdir / "checkpoints" / "best.ckpt")
@@ -160,27 +167,53 @@ def reevaluate(run_dir: Path, variant: Variant, bundle: Any, cfg: Any) -> list[d
             for m in module.modules():
                 if isinstance(m, nn.Dropout):
                     m.train()
+        scale = module.model.spread_scale
+        scale.fitted.fill_(False)  # the stored scale belongs to the trained variant's own spread
+
+        info = meta.get(fold, {})
+        val_ids = list(info.get("val_slides") or [])
+        recal = None
+        if cfg.eval.get("recalibrate", True) and info.get("selection", "val") == "val" and val_ids:
+            vm, vs, vt = _infer(module, val_ids, bundle, target, variant, seed)
+            if all(s is not None for s in vs) and any(float(np.max(s, initial=0)) > 0 for s in vs):
+                scale.fit(np.concatenate(vm), np.concatenate(vs), np.concatenate(vt))  # type: ignore[arg-type]
+                recal = scale.scale.numpy().astype(np.float64)
         ids = sorted(p.stem for p in (fdir / "predictions").glob("*.h5ad"))
-        means, stds, trues = [], [], []
-        for sid in ids:
-            a = bundle.slides[sid]
-            data = slide_to_data(a, genes=bundle.genes, k=module.model.encoder.graph_k,
-                                 feature_key=bundle.feature_key)
-            data.y = torch.from_numpy(target_matrix(a, bundle.genes, target))
-            batch = Batch.from_data_list([data])
-            torch.manual_seed(cfg.eval.seed)
-            with torch.no_grad():
-                out = module.model.predict(batch, steps=variant.steps, seed=cfg.eval.seed,
-                                           n_samples=variant.n_samples)
-            means.append(out.mean.float().numpy())
-            stds.append(None if out.std is None else out.std.float().numpy())
-            trues.append(data.y.numpy())
+        means, stds, trues = _infer(module, ids, bundle, target, variant, seed)
         ev = evaluate(means, trues, ids, bundle.genes)
         row: dict[str, Any] = {"fold": fold, **ev.summary()}
         if all(s is not None for s in stds):
-            row.update(calibration(np.concatenate(means), np.concatenate(stds), np.concatenate(trues)).summary())
+            m, sd, t = np.concatenate(means), np.concatenate(stds), np.concatenate(trues)  # type: ignore[arg-type]
+            row.update(calibration(m, sd, t).summary())
+            if recal is not None:
+                before = calibration(m, sd / recal, t).summary()
+                row.update({f"{k}_uncal": before[k] for k in ("cov50", "cov80", "cov95")})
         rows.append(row)
     return rows
+
+
+def _infer(module: Any, ids: Sequence[str], bundle: Any, target: str, variant: Variant,
+           seed: int) -> tuple[list[np.ndarray], list[np.ndarray | None], list[np.ndarray]]:
+    """Means, spreads (None without one) and targets of the slides ``ids`` under ``variant``'s settings."""
+    import torch
+    from torch_geometric.data import Batch
+
+    from stgen.data.graph import slide_to_data
+    from stgen.preprocess import target_matrix
+
+    means, stds, trues = [], [], []
+    for sid in ids:
+        a = bundle.slides[sid]
+        data = slide_to_data(a, genes=bundle.genes, k=module.model.encoder.graph_k, feature_key=bundle.feature_key)
+        data.y = torch.from_numpy(target_matrix(a, bundle.genes, target))
+        batch = Batch.from_data_list([data])
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = module.model.predict(batch, steps=variant.steps, seed=seed, n_samples=variant.n_samples)
+        means.append(out.mean.float().numpy())
+        stds.append(None if out.std is None else out.std.float().numpy())
+        trues.append(data.y.numpy())
+    return means, stds, trues
 
 
 def _train_theta(bundle: Any, fold: str) -> np.ndarray:

@@ -292,11 +292,14 @@ def recalibrate_spread(trainer: Any, module: Any, dm: Any, best: str | None) -> 
     validation predictions and writes it into ``best`` (so ``stgen predict`` applies it). The module then
     holds the best weights and the fitted scale, ready for ``trainer.test`` without a checkpoint.
     """
-    if best is None:
+    def spread(items: list[Any]) -> list[Any]:
+        return [it for it in items if it.std is not None and float(np.abs(it.std).max(initial=0)) > 0]
+
+    if best is None or not spread(module.predictions.get("val", [])):  # the last validation had no spread
         return None
     trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
-    items = [it for it in module.predictions.get("val", []) if it.std is not None]
-    if not items or not any(float(np.abs(it.std).max(initial=0)) > 0 for it in items):
+    items = spread(module.predictions.get("val", []))
+    if not items:
         return None
     scale = module.model.spread_scale.fit(np.concatenate([it.mean for it in items]),
                                           np.concatenate([it.std for it in items]),
