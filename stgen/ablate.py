@@ -238,7 +238,8 @@ def ensemble_rows(out: Path, variant: str, seeds: Sequence[int], bundle: Any, ta
 
     With ``count_noise`` (log1p targets only) the spread also holds the NB sampling noise of the counts
     around the ensemble mean (:func:`~stgen.metrics.count_noise_spread`, theta fitted to the training
-    counts of the fold): ``sqrt(spread_ensemble^2 + spread_counts^2)``.
+    counts of the fold): ``sqrt(spread_ensemble^2 + spread_counts^2)``; not for members with their own
+    spread (no rows).
     """
     import anndata as ad
 
@@ -261,6 +262,8 @@ def ensemble_rows(out: Path, variant: str, seeds: Sequence[int], bundle: Any, ta
             means.append(stack.mean(0))
             var = stack.var(0, ddof=1)
             if all(STD_LAYER in p.layers for p in preds):  # members with their own spread: mixture variance
+                if count_noise:
+                    return []  # their spread already models the measurement noise: adding NB noise counts it twice
                 var = var + np.mean([np.asarray(p.layers[STD_LAYER], dtype=np.float64) ** 2 for p in preds], 0)
             stds.append(np.sqrt(var))
             trues.append(target_matrix(bundle.slides[sid], bundle.genes, target))

@@ -184,6 +184,8 @@ def test_ablation_with_the_gaussian_head_recalibrates_and_predict_writes_the_spr
         r = rows[("mlp_regression_gaussian_mc_dropout", seed)]
         assert all(np.isfinite(float(r[k])) for k in ("cal_spearman_partial", "cov80", "cov80_uncal"))
     assert np.isfinite(float(rows[("mlp_regression_gaussian_ensemble2", "-1")]["cov80"]))
+    # the members' spread already models the measurement noise: no NB count noise on top of it
+    assert not any(v.endswith("_count_noise") for v, _ in rows)
     assert "before recalibration" in (out / "report.md").read_text()
     run = out / "runs" / "mlp_regression_gaussian-s0"
     metrics = json.loads((run / "metrics.json").read_text())["folds"][0]
