@@ -171,7 +171,7 @@ def reevaluate(run_dir: Path, variant: Variant, bundle: Any, cfg: Any) -> list[d
         scale.fitted.fill_(False)  # the stored scale belongs to the trained variant's own spread
 
         info = meta.get(fold, {})
-        val_ids = list(info.get("val_slides") or [])
+        val_ids = list(info.get("val_slides") or next((f.val for f in bundle.folds if f.name == fold), []))
         recal = None
         if cfg.eval.get("recalibrate", True) and info.get("selection", "val") == "val" and val_ids:
             vm, vs, vt = _infer(module, val_ids, bundle, target, variant, seed)

@@ -19,7 +19,7 @@ from stgen.generators.base import SampleOutput
 
 #: floor of the spread when standardising residuals, and bounds of a fitted scale
 MIN_SPREAD = 1e-6
-SCALE_RANGE = (1e-3, 1e3)
+SCALE_RANGE = (1e-6, 1e6)
 
 
 class SpreadScale(nn.Module):
