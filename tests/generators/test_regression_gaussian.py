@@ -201,3 +201,24 @@ def test_ablation_with_the_gaussian_head_recalibrates_and_predict_writes_the_spr
     assert "stgen_std" in again.layers and "stgen_std" in first.layers  # one sample, still a spread
     np.testing.assert_allclose(again.layers["stgen_std"], first.layers["stgen_std"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(again.layers["stgen_mean"], first.layers["stgen_mean"], rtol=1e-5, atol=1e-6)
+
+
+def test_several_passes_combine_the_predicted_and_the_pass_to_pass_variance():
+    from stgen.encoders.mlp import MLPEncoder
+    from stgen.priors.gaussian import GaussianPrior
+
+    gen = RegressionGenerator(likelihood="gaussian")
+    torch.manual_seed(0)
+    enc = MLPEncoder(in_dim=12, out_dim=gen.encoder_out_dim(5), hidden_dim=16, num_layers=2, dropout=0.3)
+    enc.train()  # dropout on: every pass differs (MC dropout)
+    batch, prior = toy_batch(12, 5), GaussianPrior(5)
+    torch.manual_seed(1)
+    out = gen.predict(enc, batch, prior, n_samples=4)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        draws = [gen.sample_moments(enc, batch, prior) for _ in range(4)]
+    means = torch.stack([m for m, _ in draws])
+    total = means.var(0, unbiased=True) + torch.stack([v for _, v in draws]).mean(0)
+    assert torch.allclose(out.mean, means.mean(0), atol=1e-6)
+    assert torch.allclose(out.std, total.sqrt(), atol=1e-6)
+    assert (out.std ** 2 > torch.stack([v for _, v in draws]).mean(0) + 1e-9).any()  # the passes add variance
