@@ -301,10 +301,13 @@ def recalibrate_spread(trainer: Any, module: Any, dm: Any, best: str | None) -> 
     items = spread(module.predictions.get("val", []))
     if not items:
         return None
-    scale = module.model.spread_scale.fit(np.concatenate([it.mean for it in items]),
-                                          np.concatenate([it.std for it in items]),
-                                          np.concatenate([it.true for it in items]))
-    store_spread_scale(Path(best), module.model.spread_scale.state_dict(prefix="model.spread_scale."))
+    scale = module.model.spread_scale
+    # a checkpoint recalibrated before (a resumed fold) already scaled these spreads: undo it
+    before = scale.scale.detach().cpu().numpy().astype(np.float64) if bool(scale.fitted) else 1.0
+    scale.fit(np.concatenate([it.mean for it in items]), np.concatenate([it.std for it in items]) / before,
+              np.concatenate([it.true for it in items]))
+    if trainer.is_global_zero:
+        store_spread_scale(Path(best), scale.state_dict(prefix="model.spread_scale."))
     return scale.scale.detach().cpu().numpy().astype(np.float64)
 
 
