@@ -73,6 +73,18 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             "global attention encoder + flow"),
     Variant("gnn_regression", ("encoder=gnn", "generator=regression", "prior=zinb"), "GraphSAGE + regression"),
     Variant("mlp_regression", ("encoder=mlp", "generator=regression", "prior=zinb"), "per-spot MLP + regression"),
+    Variant("regression_gaussian", ("encoder=fa_local", "generator=regression", "generator.likelihood=gaussian",
+                                    "prior=zinb"),
+            "fa_local + regression with a Gaussian head (mean and log-variance, beta-NLL)"),
+    Variant("gnn_regression_gaussian", ("encoder=gnn", "generator=regression", "generator.likelihood=gaussian",
+                                        "prior=zinb"),
+            "GraphSAGE + regression with a Gaussian head (mean and log-variance, beta-NLL)"),
+    Variant("mlp_regression_gaussian", ("encoder=mlp", "generator=regression", "generator.likelihood=gaussian",
+                                        "prior=zinb"),
+            "per-spot MLP + regression with a Gaussian head (mean and log-variance, beta-NLL)"),
+    Variant("gnn_regression_gaussian_nll", ("encoder=gnn", "generator=regression",
+                                            "generator.likelihood=gaussian", "generator.beta=0", "prior=zinb"),
+            "GraphSAGE + regression with a Gaussian head, plain NLL (beta = 0)"),
     Variant("stflow_samples8", reuse="stflow", n_samples=8,
             description="STFlow, mean and spread of 8 samples (test-time sampling)"),
     Variant("regression_mc_dropout", reuse="regression", n_samples=8, mc_dropout=True,
@@ -81,13 +93,17 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             description="GraphSAGE + regression, 8 MC-dropout passes"),
     Variant("mlp_regression_mc_dropout", reuse="mlp_regression", n_samples=8, mc_dropout=True,
             description="MLP + regression, 8 MC-dropout passes"),
+    Variant("gnn_regression_gaussian_mc_dropout", reuse="gnn_regression_gaussian", n_samples=8, mc_dropout=True,
+            description="GraphSAGE + Gaussian head, 8 MC-dropout passes (predicted + dropout variance)"),
+    Variant("mlp_regression_gaussian_mc_dropout", reuse="mlp_regression_gaussian", n_samples=8, mc_dropout=True,
+            description="MLP + Gaussian head, 8 MC-dropout passes (predicted + dropout variance)"),
 ]}
 #: the paper's grid (plus the two cheap GNN/MLP regressions the paper never compared against)
 PAPER_GRID = ["stflow", "regression", "no_frame_averaging", "steps_1", "steps_2", "steps_5", "prior_gaussian",
               "prior_zero", "encoder_gnn", "encoder_mlp", "encoder_global_attention", "gnn_regression",
               "mlp_regression"]
 METRICS = ("pearson", "pearson_slide_mean", "mse", "cal_spearman", "cal_spearman_partial", "cov50", "cov80",
-           "cov95", "fit_seconds")
+           "cov95", "cov50_uncal", "cov80_uncal", "cov95_uncal", "fit_seconds")
 
 
 def merge_overrides(base: Sequence[str], extra: Sequence[str]) -> list[str]:
@@ -129,18 +145,21 @@ def _train(overrides: list[str], run_dir: Path, log: Path, in_process: bool) -> 
 
 # -- re-evaluation (inference variants, ensembles) ----------------------------------------------------
 def reevaluate(run_dir: Path, variant: Variant, bundle: Any, cfg: Any) -> list[dict[str, Any]]:
-    """Evaluate the best checkpoint of every fold of ``run_dir`` with ``variant``'s sampling settings."""
-    import torch
+    """Evaluate the best checkpoint of every fold of ``run_dir`` with ``variant``'s sampling settings.
+
+    When the variant has a spread and the run selected on validation slides, the per-gene spread scale
+    (:class:`~stgen.recalibrate.SpreadScale`) is refitted on the fold's validation slides with the same
+    settings and applied to the test slides (``eval.recalibrate``); ``cov*_uncal`` give the coverage
+    before it.
+    """
     from torch import nn
-    from torch_geometric.data import Batch
 
     from stgen.build import preprocess_spec
-    from stgen.data.graph import slide_to_data
     from stgen.metrics import calibration, evaluate
     from stgen.predict import load_module
-    from stgen.preprocess import target_matrix
 
-    target = preprocess_spec(cfg).target
+    target, seed = preprocess_spec(cfg).target, int(cfg.eval.seed)
+    meta = {str(r["fold"]): r for r in json.loads((run_dir / "metrics.json").read_text())["folds"]}
     rows = []
     for fold, fdir in _fold_dirs(run_dir).items():
         module = load_module(fdir / "checkpoints" / "best.ckpt")
@@ -148,27 +167,53 @@ def reevaluate(run_dir: Path, variant: Variant, bundle: Any, cfg: Any) -> list[d
             for m in module.modules():
                 if isinstance(m, nn.Dropout):
                     m.train()
+        scale = module.model.spread_scale
+        scale.fitted.fill_(False)  # the stored scale belongs to the trained variant's own spread
+
+        info = meta.get(fold, {})
+        val_ids = list(info.get("val_slides") or next((f.val for f in bundle.folds if f.name == fold), []))
+        recal = None
+        if cfg.eval.get("recalibrate", True) and info.get("selection", "val") == "val" and val_ids:
+            vm, vs, vt = _infer(module, val_ids, bundle, target, variant, seed)
+            if all(s is not None for s in vs) and any(float(np.max(s, initial=0)) > 0 for s in vs):
+                scale.fit(np.concatenate(vm), np.concatenate(vs), np.concatenate(vt))  # type: ignore[arg-type]
+                recal = scale.scale.numpy().astype(np.float64)
         ids = sorted(p.stem for p in (fdir / "predictions").glob("*.h5ad"))
-        means, stds, trues = [], [], []
-        for sid in ids:
-            a = bundle.slides[sid]
-            data = slide_to_data(a, genes=bundle.genes, k=module.model.encoder.graph_k,
-                                 feature_key=bundle.feature_key)
-            data.y = torch.from_numpy(target_matrix(a, bundle.genes, target))
-            batch = Batch.from_data_list([data])
-            torch.manual_seed(cfg.eval.seed)
-            with torch.no_grad():
-                out = module.model.predict(batch, steps=variant.steps, seed=cfg.eval.seed,
-                                           n_samples=variant.n_samples)
-            means.append(out.mean.float().numpy())
-            stds.append(None if out.std is None else out.std.float().numpy())
-            trues.append(data.y.numpy())
+        means, stds, trues = _infer(module, ids, bundle, target, variant, seed)
         ev = evaluate(means, trues, ids, bundle.genes)
         row: dict[str, Any] = {"fold": fold, **ev.summary()}
         if all(s is not None for s in stds):
-            row.update(calibration(np.concatenate(means), np.concatenate(stds), np.concatenate(trues)).summary())
+            m, sd, t = np.concatenate(means), np.concatenate(stds), np.concatenate(trues)  # type: ignore[arg-type]
+            row.update(calibration(m, sd, t).summary())
+            if recal is not None:
+                before = calibration(m, sd / recal, t).summary()
+                row.update({f"{k}_uncal": before[k] for k in ("cov50", "cov80", "cov95")})
         rows.append(row)
     return rows
+
+
+def _infer(module: Any, ids: Sequence[str], bundle: Any, target: str, variant: Variant,
+           seed: int) -> tuple[list[np.ndarray], list[np.ndarray | None], list[np.ndarray]]:
+    """Means, spreads (None without one) and targets of the slides ``ids`` under ``variant``'s settings."""
+    import torch
+    from torch_geometric.data import Batch
+
+    from stgen.data.graph import slide_to_data
+    from stgen.preprocess import target_matrix
+
+    means, stds, trues = [], [], []
+    for sid in ids:
+        a = bundle.slides[sid]
+        data = slide_to_data(a, genes=bundle.genes, k=module.model.encoder.graph_k, feature_key=bundle.feature_key)
+        data.y = torch.from_numpy(target_matrix(a, bundle.genes, target))
+        batch = Batch.from_data_list([data])
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = module.model.predict(batch, steps=variant.steps, seed=seed, n_samples=variant.n_samples)
+        means.append(out.mean.float().numpy())
+        stds.append(None if out.std is None else out.std.float().numpy())
+        trues.append(data.y.numpy())
+    return means, stds, trues
 
 
 def _train_theta(bundle: Any, fold: str) -> np.ndarray:
@@ -187,13 +232,18 @@ def ensemble_rows(out: Path, variant: str, seeds: Sequence[int], bundle: Any, ta
                   count_noise: bool = False) -> list[dict[str, Any]]:
     """A deep ensemble over seeds: mean and spread of the seeds' stored test predictions, per fold.
 
+    When every member stored its own spread (``layers['stgen_std']``, e.g. a Gaussian head), the spread is
+    that of the equal mixture (Lakshminarayanan et al. 2017): ``sqrt(var over seeds + mean of the members'
+    variances)``.
+
     With ``count_noise`` (log1p targets only) the spread also holds the NB sampling noise of the counts
     around the ensemble mean (:func:`~stgen.metrics.count_noise_spread`, theta fitted to the training
-    counts of the fold): ``sqrt(spread_ensemble^2 + spread_counts^2)``.
+    counts of the fold): ``sqrt(spread_ensemble^2 + spread_counts^2)``; not for members with their own
+    spread (no rows).
     """
     import anndata as ad
 
-    from stgen.data.slide import MEAN_LAYER
+    from stgen.data.slide import MEAN_LAYER, STD_LAYER
     from stgen.metrics import calibration, count_noise_spread, evaluate
     from stgen.preprocess import target_matrix
 
@@ -207,10 +257,15 @@ def ensemble_rows(out: Path, variant: str, seeds: Sequence[int], bundle: Any, ta
         ids = sorted(p.stem for p in (fdir0 / "predictions").glob("*.h5ad"))
         means, stds, trues = [], [], []
         for sid in ids:
-            stack = np.stack([np.asarray(ad.read_h5ad(_fold_dirs(d)[fold] / "predictions" / f"{sid}.h5ad")
-                                         .layers[MEAN_LAYER]) for d in dirs])
+            preds = [ad.read_h5ad(_fold_dirs(d)[fold] / "predictions" / f"{sid}.h5ad") for d in dirs]
+            stack = np.stack([np.asarray(p.layers[MEAN_LAYER]) for p in preds])
             means.append(stack.mean(0))
-            stds.append(stack.std(0, ddof=1))
+            var = stack.var(0, ddof=1)
+            if all(STD_LAYER in p.layers for p in preds):  # members with their own spread: mixture variance
+                if count_noise:
+                    return []  # their spread already models the measurement noise: adding NB noise counts it twice
+                var = var + np.mean([np.asarray(p.layers[STD_LAYER], dtype=np.float64) ** 2 for p in preds], 0)
+            stds.append(np.sqrt(var))
             trues.append(target_matrix(bundle.slides[sid], bundle.genes, target))
         if count_noise:
             theta = _train_theta(bundle, fold)
@@ -301,12 +356,16 @@ def write_report(out: Path, rows: list[dict[str, Any]], order: Sequence[str], co
     if cal:
         lines += ["", "Calibration of the per-spot spread (where a variant has one): Spearman of spread vs |error| "
                   "per gene (mean over genes), raw and with the predicted mean partialled out; empirical coverage of "
-                  "the central Gaussian 50/80/95 % intervals (ideal 0.50/0.80/0.95).", "",
-                  "| variant | spearman | partial | cov50 | cov80 | cov95 |", "|---|---|---|---|---|---|"]
+                  "the central Gaussian 50/80/95 % intervals (ideal 0.50/0.80/0.95), after the per-gene scale fitted on "
+                  "the validation slides (`eval.recalibrate`, trained variants with a spread) and before it.", "",
+                  "| variant | spearman | partial | cov50 | cov80 | cov95 | before recalibration: cov50 / 80 / 95 |",
+                  "|---|---|---|---|---|---|---|"]
         for s in cal:
+            uncal = ("-" if not np.isfinite(s.get("cov80_uncal", np.nan)) else
+                     " / ".join(_fmt(s[f"cov{q}_uncal"]) for q in (50, 80, 95)))
             lines.append(f"| {s['variant']} | {_fmt(s['cal_spearman'], s['cal_spearman_std'])} | "
                          f"{_fmt(s['cal_spearman_partial'], s['cal_spearman_partial_std'])} | "
-                         f"{_fmt(s['cov50'])} | {_fmt(s['cov80'])} | {_fmt(s['cov95'])} |")
+                         f"{_fmt(s['cov50'])} | {_fmt(s['cov80'])} | {_fmt(s['cov95'])} | {uncal} |")
     lines += ["", "![ablation](ablation.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
     bar_chart(summary, out / "ablation.png", title=str(info.get("data", "")))

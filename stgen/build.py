@@ -16,6 +16,7 @@ from stgen.data.source import DATASETS, DataBundle
 from stgen.errors import ConfigInputError, DataInputError, MissingInputError
 from stgen.model import KINDS, STGenModel
 from stgen.preprocess import FeatureScaler
+from stgen.recalibrate import SpreadScale
 from stgen.registry import RegistryError
 
 
@@ -83,10 +84,12 @@ def build_model(spec: Mapping[str, Mapping[str, Any]], in_dim: int, n_genes: int
     missing = [k for k in KINDS if k not in spec or spec[k] is None]
     if missing:
         raise RegistryError(f"model spec lacks {', '.join(missing)}")
-    encoder = build_component("encoder", spec["encoder"], in_dim=in_dim, out_dim=n_genes)
     generator = build_component("generator", spec["generator"])
+    # the generator says how wide an output it reads (e.g. a mean and a log-variance per gene)
+    encoder = build_component("encoder", spec["encoder"], in_dim=in_dim, out_dim=generator.encoder_out_dim(n_genes))
     prior = build_component("prior", spec["prior"], n_genes=n_genes)
-    return STGenModel(encoder, generator, prior, scaler=FeatureScaler(in_dim, enabled=standardize))
+    return STGenModel(encoder, generator, prior, scaler=FeatureScaler(in_dim, enabled=standardize),
+                      spread_scale=SpreadScale(n_genes))
 
 
 def model_spec(cfg: DictConfig) -> dict[str, dict[str, Any]]:

@@ -257,7 +257,8 @@ class Prediction:
 
     Args:
         mean: ``[N, G]`` mean over samples (log1p expression).
-        std: ``[N, G]`` spread over samples, or None for one sample.
+        std: ``[N, G]`` predictive spread (over samples, and/or a likelihood head's sd, recalibrated when the
+            checkpoint holds a fitted scale), or None.
         genes: gene panel.
         n_samples: samples behind ``mean``.
     """
@@ -301,7 +302,8 @@ def predict_slide(module: Any, adata: ad.AnnData, *, feature_key: str = FEATURE_
     """Predict the gene panel of one slide (with or without measured expression).
 
     The slide graph is the one the checkpoint's encoder reads (``encoder.k``); ``n_samples`` and ``steps``
-    default to the checkpoint's generator settings. The slide's features are used in place (no copy);
+    default to the checkpoint's generator settings. The spread is the checkpoint's (samples and/or a
+    likelihood head), times the checkpoint's per-gene recalibration scale when it has one. The slide's features are used in place (no copy);
     chunks follow ``chunk_size`` or, by default, ``memory_budget`` (bytes or a size such as ``"4G"``;
     default: half the memory available). ``timings``, when given, receives the seconds spent on the
     graph, the chunk plan and the sampling.
@@ -329,6 +331,7 @@ def predict_slide(module: Any, adata: ad.AnnData, *, feature_key: str = FEATURE_
     lap["plan"] = time.perf_counter() - clock
     clock = time.perf_counter()
     out = model.generator.predict(encoder, batch, model.prior, steps=steps, seed=seed, n_samples=n_samples)
+    out = model.spread_scale(out)  # the checkpoint's recalibration of the spread (identity when none)
     lap["sampling"] = time.perf_counter() - clock
     if timings is not None:
         timings.update(lap)

@@ -196,7 +196,7 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
     from stgen.build import graph_k
     from stgen.callbacks import RngState
     from stgen.data.datamodule import SlideDataModule
-    from stgen.lit import STGenLightning
+    from stgen.lit import SlidePrediction, STGenLightning
     from stgen.preprocess import apply_target, fit_scaler
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -239,7 +239,8 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
         trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True)
         fit_s = time.perf_counter() - t0
         best = ckpt_cb.best_model_path or None
-        trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
+        recal = recalibrate_spread(trainer, module, dm, best) if cfg.eval.recalibrate and select_on == "val" else None
+        trainer.test(module, datamodule=dm, ckpt_path=None if recal is not None else best, verbose=False)
     ev = module.results["test"]
     if not trainer.is_global_zero:
         return {"fold": fold.name, **ev.summary()}
@@ -252,7 +253,13 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
     }
     from stgen.metrics import calibration_of_predictions
 
-    row.update(calibration_of_predictions(module.predictions.get("test", [])).summary())
+    test_items = module.predictions.get("test", [])
+    row.update(calibration_of_predictions(test_items).summary())
+    if recal is not None:  # coverage before the validation-fitted scale (the Spearman figures do not change)
+        before = calibration_of_predictions([SlidePrediction(it.slide_id, it.mean, it.std / recal, it.true)
+                                             for it in test_items if it.std is not None]).summary()
+        row.update({f"{k}_uncal": before[k] for k in ("cov50", "cov80", "cov95")})
+        row["spread_scale_median"] = float(np.median(recal))
     if cfg.eval.ridge:
         from stgen.baselines import ridge_fold_pearson
 
@@ -270,9 +277,49 @@ def train_fold(cfg: DictConfig, bundle: DataBundle, fold: Fold, fold_dir: Path) 
     if cfg.eval.ridge:
         for item, r in zip(per_gene, ridge_genes, strict=True):
             item["ridge_pearson"] = float(r)
+    if recal is not None:
+        for item, sc in zip(per_gene, recal, strict=True):
+            item["spread_scale"] = float(sc)
     _write_csv(fold_dir / "per_gene.csv", per_gene)
     _write_predictions(cfg, bundle, module, fold_dir / "predictions")
     return row
+
+
+def recalibrate_spread(trainer: Any, module: Any, dm: Any, best: str | None) -> np.ndarray | None:
+    """Fit the per-gene spread scale of the selected model on the validation slides; None when it has no spread.
+
+    Loads the best weights (``trainer.validate``), fits :class:`~stgen.recalibrate.SpreadScale` on the
+    validation predictions and writes it into ``best`` (so ``stgen predict`` applies it). The module then
+    holds the best weights and the fitted scale, ready for ``trainer.test`` without a checkpoint.
+    """
+    def spread(items: list[Any]) -> list[Any]:
+        return [it for it in items if it.std is not None and float(np.abs(it.std).max(initial=0)) > 0]
+
+    if best is None or not spread(module.predictions.get("val", [])):  # the last validation had no spread
+        return None
+    trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
+    items = spread(module.predictions.get("val", []))
+    if not items:
+        return None
+    scale = module.model.spread_scale
+    # a checkpoint recalibrated before (a resumed fold) already scaled these spreads: undo it
+    before = scale.scale.detach().cpu().numpy().astype(np.float64) if bool(scale.fitted) else 1.0
+    scale.fit(np.concatenate([it.mean for it in items]), np.concatenate([it.std for it in items]) / before,
+              np.concatenate([it.true for it in items]))
+    if trainer.is_global_zero:
+        store_spread_scale(Path(best), scale.state_dict(prefix="model.spread_scale."))
+    return scale.scale.detach().cpu().numpy().astype(np.float64)
+
+
+def store_spread_scale(path: Path, state: dict[str, Any]) -> None:
+    """Write the fitted spread-scale buffers into the checkpoint ``path`` (atomically)."""
+    import torch
+
+    from stgen.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    ckpt["state_dict"].update({k: v.detach().cpu().clone() for k, v in state.items()})
+    atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
 
 
 def _best_epoch(cb: Any) -> int | None:

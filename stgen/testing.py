@@ -141,7 +141,9 @@ def check_generator(cls: type[Generator], in_dim: int = 12, n_genes: int = 5, **
     assert issubclass(cls, Generator), f"{name} must subclass stgen.generators.base.Generator"
     torch.manual_seed(0)
     gen = cls(**params)
-    enc = MLPEncoder(in_dim=in_dim, out_dim=n_genes, hidden_dim=16, num_layers=1)
+    out_dim = gen.encoder_out_dim(n_genes)
+    assert isinstance(out_dim, int) and out_dim >= n_genes, f"{name}: encoder_out_dim({n_genes}) = {out_dim!r}"
+    enc = MLPEncoder(in_dim=in_dim, out_dim=out_dim, hidden_dim=16, num_layers=1)
     prior = GaussianPrior(n_genes)
     batch = toy_batch(in_dim, n_genes)
     out = gen.loss(enc, batch, prior)
@@ -159,6 +161,9 @@ def check_generator(cls: type[Generator], in_dim: int = 12, n_genes: int = 5, **
         assert isinstance(pred, SampleOutput), f"{name}: predict must return a SampleOutput"
         assert pred.mean.shape == s1.shape and pred.std is not None and pred.std.shape == s1.shape
         assert (pred.std >= 0).all(), f"{name}: negative spread"
+        one = gen.predict(enc, batch, prior, seed=0, n_samples=1)
+        assert one.mean.shape == s1.shape, f"{name}: predict with one sample has shape {tuple(one.mean.shape)}"
+        assert one.std is None or (one.std.shape == s1.shape and (one.std >= 0).all()), f"{name}: bad spread"
 
 
 def check_features(extractor: Any, size: int = 64) -> None:

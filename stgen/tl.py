@@ -4,7 +4,8 @@
 
 - ``adata.obsm["stgen_mean"]``: ``pandas.DataFrame`` ``[n_obs, G]`` of predicted log1p expression, one
   column per gene of the model's panel (the panel need not be among ``adata.var_names``);
-- ``adata.obsm["stgen_std"]``: the spread over samples, when more than one sample is drawn;
+- ``adata.obsm["stgen_std"]``: the predictive spread, when the model has one (more than one sample drawn,
+  or a Gaussian head: ``generator.likelihood=gaussian``);
 - ``adata.uns["stgen_params"]``: genes, sampling settings, the encoder's graph ``k`` and the model spec
   (``uns["stgen"]`` itself is the slide's own metadata: slide id, patient).
 

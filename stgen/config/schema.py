@@ -72,12 +72,16 @@ class EvalConfig:
     ``generator.n_samples``: one setting, recorded in the checkpoint). ``seed`` fixes the prior samples
     of evaluation; ``select_on=test`` reproduces the released STFlow code's selection of the best epoch
     on the test fold and is labelled as such in every output. ``ridge`` also scores HEST's ridge probe on
-    the same features and folds (``ridge_pearson``).
+    the same features and folds (``ridge_pearson``). ``recalibrate`` fits a per-gene scale of the
+    predicted spread on the validation slides after training (when the model has a spread and
+    ``select_on=val``), stores it in ``best.ckpt`` and applies it at test and prediction time
+    (:mod:`stgen.recalibrate`).
     """
 
     seed: int = 0
     select_on: str = "val"
     ridge: bool = True
+    recalibrate: bool = True
 
 
 @dataclass

@@ -37,7 +37,9 @@ class SampleOutput:
 
     Args:
         mean: mean over samples ``[N, G]`` (log1p space).
-        std: standard deviation over samples ``[N, G]``; ``None`` when one sample was drawn.
+        std: predictive standard deviation ``[N, G]``: the spread over samples, plus the variance a
+            likelihood head predicts (``generator=regression generator.likelihood=gaussian``) when there is
+            one; ``None`` when one sample was drawn from a generator without such a head.
         n_samples: number of samples behind ``mean``.
     """
 
@@ -50,7 +52,11 @@ class Generator(Configurable, ABC):
     """Base class of every generator (not an ``nn.Module``: it owns no weights).
 
     Subclasses implement :meth:`loss` and :meth:`sample`. :meth:`predict` (the base class) draws
-    ``n_samples`` samples with distinct seeds and returns their mean and spread.
+    ``n_samples`` samples with distinct seeds and returns their mean and spread. A generator whose
+    encoder output holds more than one value per gene (e.g. a mean and a log-variance) says so with
+    :meth:`encoder_out_dim`; one that predicts its own variance returns it from :meth:`sample_moments`,
+    and :meth:`predict` then reports the total variance (mean of the predicted variances plus the
+    variance of the means over samples).
 
     Args:
         steps: default number of sampling steps (ignored by one-shot generators).
@@ -81,6 +87,19 @@ class Generator(Configurable, ABC):
     ) -> Tensor:
         """One sample ``[N, G]`` of the whole batch."""
 
+    def encoder_out_dim(self, n_genes: int) -> int:
+        """Width of the encoder output this generator reads for a panel of ``n_genes`` genes.
+
+        The model builder sizes the encoder with it (default: one value per gene).
+        """
+        return n_genes
+
+    def sample_moments(self, encoder: Encoder, batch: Batch, prior: Prior, steps: int | None = None,
+                       seed: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """One draw of the predicted mean ``[N, G]`` and the variance the model predicts around it (None:
+        the generator predicts none, the default: the draw is :meth:`sample`)."""
+        return self.sample(encoder, batch, prior, steps=steps, seed=seed), None
+
     @torch.no_grad()
     def predict(
         self,
@@ -92,12 +111,18 @@ class Generator(Configurable, ABC):
         n_samples: int | None = None,
     ) -> SampleOutput:
         n = n_samples or self.n_samples
-        draws = []
+        draws, variances = [], []
         for i in range(n):
             s = None if seed is None else seed + i
-            draws.append(self.sample(encoder, batch, prior, steps=steps, seed=s))
+            m, v = self.sample_moments(encoder, batch, prior, steps=steps, seed=s)
+            draws.append(m)
+            variances.append(v)
         stack = torch.stack(draws)
-        std = stack.std(dim=0, unbiased=n > 1) if n > 1 else None
+        var = stack.var(dim=0, unbiased=True) if n > 1 else None
+        if all(v is not None for v in variances):  # law of total variance over the draws
+            within = torch.stack(variances).mean(dim=0)  # type: ignore[arg-type]
+            var = within if var is None else var + within
+        std = None if var is None else var.sqrt()
         return SampleOutput(mean=stack.mean(dim=0), std=std, n_samples=n)
 
     def __repr__(self) -> str:

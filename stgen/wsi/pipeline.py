@@ -205,7 +205,7 @@ def predict_image(checkpoint_or_module: Any, path: str | Path, *, mpp: float | N
 
     Returns:
         AnnData: ``obsm['spatial']`` (level-0 pixels), ``layers['stgen_mean']`` (and ``['stgen_std']``
-        with ``n_samples > 1``), ``uns['spatial'][library_id]`` (``images['hires']``, ``scalefactors``)
+        with ``n_samples > 1`` or a Gaussian head), ``uns['spatial'][library_id]`` (``images['hires']``, ``scalefactors``)
         for scanpy/squidpy, ``uns['stgen']['wsi']`` (slide, lattice, patch plan, backend, timings).
     """
     from stgen.data.slide import FEATURE_KEY, make_slide
