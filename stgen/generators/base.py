@@ -92,6 +92,8 @@ class Generator(Configurable, ABC):
         n_samples: int | None = None,
     ) -> SampleOutput:
         n = n_samples or self.n_samples
+        if n == 1:  # the sample is the mean: no stacked copy of a whole-slide array
+            return SampleOutput(mean=self.sample(encoder, batch, prior, steps=steps, seed=seed), std=None, n_samples=1)
         draws = []
         for i in range(n):
             s = None if seed is None else seed + i
