@@ -205,7 +205,7 @@ class ChunkedEncoder(Encoder):
         kept = (ctx_bytes + (edge_bytes if cache_edges else 0)) * n * halo if cache_context else 0
         size = self.chunk_size
         if size is None:
-            size = max(MIN_CHUNK, int((room - kept) / (act * halo * 1.5)))
+            size = max(MIN_CHUNK, int((room - kept) / (act * halo)))
         plan = ChunkPlan(chunk_size=size, cache_context=cache_context, cache_edge_features=cache_edges)
         if hops is None or n <= size:
             plan.chunk_size = n

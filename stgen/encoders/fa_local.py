@@ -284,10 +284,16 @@ class FALocalBlock(nn.Module):
         ``recompute`` each slice's activations are not kept for the backward pass but recomputed there
         (same values: the RNG state is restored).
         """
+        slices = edge_slices(edge_inputs.size(0), device=edge_inputs.device)
+        if not torch.is_grad_enabled() and len(slices) > 1:  # inference: slices written in place, no cat
+            out = edge_inputs.new_empty(edge_inputs.size(0), self.edge_mlp.fc2.out_features)
+            for sl in slices:
+                out[sl] = self._edge_slice(edge_inputs[sl], frame_averaging)
+            return out.view(edge_inputs.size(0), self.heads, -1)
         parts = [
             checkpoint(self._edge_slice, edge_inputs[sl], frame_averaging, use_reentrant=False) if recompute
             else self._edge_slice(edge_inputs[sl], frame_averaging)
-            for sl in edge_slices(edge_inputs.size(0), device=edge_inputs.device)
+            for sl in slices
         ]
         out = parts[0] if len(parts) == 1 else torch.cat(parts)
         return out.view(edge_inputs.size(0), self.heads, -1)
@@ -317,7 +323,13 @@ class FALocalBlock(nn.Module):
         a = softmax(self.attention(q, k, e, y, edge_index, recompute), dst, num_nodes=n)
         a = self.attn_drop(a)[..., None]
         ctx_v = WeightedNeighbourSum.apply(a.squeeze(-1), v, edge_index).reshape(n, -1)
-        ctx_e = scatter(a * e, dst, dim=0, dim_size=n, reduce="sum").reshape(n, -1)
+        if torch.is_grad_enabled():
+            ctx_e = scatter(a * e, dst, dim=0, dim_size=n, reduce="sum").reshape(n, -1)
+        else:  # inference: summed slice by slice, without an [E, H, d_e/H] product
+            ctx_e = e.new_zeros(n, *e.shape[1:])
+            for sl in edge_slices(e.size(0), device=e.device):
+                ctx_e.index_add_(0, dst[sl], a[sl] * e[sl])
+            ctx_e = ctx_e.reshape(n, -1)
         h = h + _maybe_recomputed(self.out_mlp, torch.cat([ctx_v, ctx_e], dim=-1), recompute)
         return h + _maybe_recomputed(self.ffn, h, recompute)
 

@@ -47,16 +47,15 @@ def euler_endpoint_sampler(
     changed); otherwise in a copy of it. A prediction that shares memory with the state is copied first.
     """
     y = y0 if overwrite else y0.clone()
-    pred = y0
     for i, (t1, t2) in enumerate(times):
         pred = net(y, t1)
         if i == len(times) - 1:
-            break
+            return pred
         if pred.untyped_storage().data_ptr() == y.untyped_storage().data_ptr():
             pred = pred.clone()
         y.add_(pred.sub_(y).div_(1.0 - t1).mul_(t2 - t1))
-        del pred
-    return pred
+        del pred  # freed before the next call allocates its prediction
+    return y
 
 
 @GENERATORS.register("flow")

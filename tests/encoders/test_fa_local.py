@@ -103,7 +103,13 @@ def test_frame_inputs_shapes_and_invariance() -> None:
 
 def test_compact_frame_inputs_expand_to_the_four_frames_exactly() -> None:
     """The kept [E, 3] inputs expand to exactly the [E, 4, 3] rows built in float64 and rounded after."""
-    from stgen.nn.frames import FRAME_SIGNS, compact_frame_inputs, expand_frame_inputs, isotropic_spots, local_frames
+    from stgen.nn.frames import (
+        FRAME_SIGNS,
+        compact_frame_inputs,
+        expand_frame_inputs,
+        isotropic_spots,
+        local_frames,
+    )
 
     grid = torch.stack(torch.meshgrid(torch.arange(6.0), torch.arange(6.0), indexing="ij"), -1).reshape(-1, 2)
     for pos in (_uniform_pos(200).float(), grid * 100.0):  # the grid has isotropic spots
