@@ -209,3 +209,34 @@ def test_predict_file_writes_once_and_skips_existing(tmp_path, tiny_slides):
     assert predict_file(module, "ckpt", src, dst) is None
     assert dst.stat().st_mtime_ns == before
     assert sorted(p.name for p in dst.parent.iterdir()) == ["slide.h5ad"]  # no partial file left
+
+
+def test_float16_features_stay_half_and_are_standardised_per_chunk(tiny_slides):
+    """float16 features are not copied to float32 for the whole slide; the checkpoint's standardisation
+    is applied to each chunk's rows, with the same result as scaling the (upcast) features first."""
+    from types import SimpleNamespace
+
+    from stgen.model import STGenModel
+    from stgen.predict import predict_slide
+    from stgen.preprocess import FeatureScaler
+
+    adata = tiny_slides[0].copy()
+    adata.obsm["features"] = (np.asarray(adata.obsm["features"]) * 3 + 1).astype(np.float16)
+    data = slide_to_data(adata, genes=None, k=8, with_expression=False, keep_half=True)
+    assert data.x.dtype == torch.float16
+    assert data.x.data_ptr() == adata.obsm["features"].__array_interface__["data"][0]  # not copied
+    scaler = FeatureScaler(16).fit(torch.randn(500, 16) * 2 + 1)
+    torch.manual_seed(0)
+    enc = FALocalEncoder(16, 12, hidden_dim=16, edge_dim=16, num_layers=2)
+    model = STGenModel(enc, FlowGenerator(steps=4), ZINBPrior(12), scaler=scaler).eval()
+    module = SimpleNamespace(model=model, genes=list(adata.var_names), hparams=SimpleNamespace(in_dim=16))
+    chunked = predict_slide(module, adata, chunk_size=40, seed=3)
+    ref = Batch.from_data_list([slide_to_data(adata, genes=None, k=8, with_expression=False)])  # float32
+    assert ref.x.dtype == torch.float32
+    with torch.no_grad():
+        expected = model.predict(ref, seed=3, n_samples=1).mean  # scaled whole slide, unchunked
+    assert np.allclose(chunked.mean, expected.numpy(), atol=1e-5)
+    unscaled = STGenModel(enc, FlowGenerator(steps=4), ZINBPrior(12)).eval()
+    other = predict_slide(SimpleNamespace(model=unscaled, genes=module.genes, hparams=module.hparams), adata,
+                          chunk_size=40, seed=3)
+    assert np.abs(other.mean - chunked.mean).max() > 1e-3  # the standardisation did apply
