@@ -14,7 +14,8 @@ its peak resident set size (``VmHWM``: the whole process, interpreter, torch and
   ``--half-features`` stores the features as float16 (built block by block, never a float32 copy of
   the whole slide); ``--half-diff`` also predicts from the float32 features and reports the largest
   absolute difference. A thread samples the resident size every 0.2 s to tell in which phase the peak
-  was reached (``peak_phase``).
+  was reached (``peak_phase``); ``cpu_seconds`` is the CPU time of the measured part (user and system,
+  all threads), a figure that moves less with the load of a shared machine than ``seconds``.
 
 ``compare`` runs cases for several source trees (``--trees before=/tmp/old .``), interleaved: for
 each N, tree after tree, so that machine load hits them alike. Examples::
@@ -150,6 +151,14 @@ class _Module:
         self.hparams = SimpleNamespace(in_dim=in_dim, model_spec={})
 
 
+def _cpu_seconds() -> float:
+    """User plus system CPU seconds of this process so far (all its threads)."""
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def _rss_sampler(every: float = 0.2):
     """A daemon thread recording the largest ``VmRSS`` and when it was seen; returns (record, stop)."""
     import threading
@@ -213,6 +222,7 @@ def case_predict(n: int, features: int, memory_budget: str | None, n_samples: in
     base = _status_kb("VmRSS")
     timings: dict[str, float] = {}
     record, stop, t_start = _rss_sampler()
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     kwargs = {"memory_budget": memory_budget} if memory_budget else {}
     try:
@@ -222,6 +232,7 @@ def case_predict(n: int, features: int, memory_budget: str | None, n_samples: in
     t1 = time.perf_counter()
     out = to_anndata(adata, pred, {"bench": True})
     t2 = time.perf_counter()
+    cpu = _cpu_seconds() - cpu0
     stop.set()
     phase, at = "assemble", record["at"] - (t0 - t_start)
     for name in ("graph", "plan", "sampling"):
@@ -231,7 +242,7 @@ def case_predict(n: int, features: int, memory_budget: str | None, n_samples: in
             break
     row = {"case": "predict", "encoder": "fa_local", "n_spots": n, "features": features,
            "features_dtype": "float16" if half else "float32", "threads": torch.get_num_threads(),
-           "layout": layout,
+           "layout": layout, "cpu_seconds": round(cpu, 1),
            "peak_phase": phase,
            "n_samples": n_samples, "memory_budget": memory_budget, "spatially_sorted_file": sort,
            "seconds": round(t2 - t0, 3), "assemble_seconds": round(t2 - t1, 3),

@@ -229,7 +229,11 @@ class ChunkedEncoder(Encoder):
         return plan
 
     def _prepare_chunk(self, chunk: Chunk, batch: Batch, cache_edges: bool) -> Any:
-        context = self.inner.prepare(chunk.batch)
+        chunk.batch.x = self._features(batch.x[chunk.subset])  # for encoders whose prepare reads features
+        try:
+            context = self.inner.prepare(chunk.batch)
+        finally:
+            del chunk.batch.x
         if hasattr(context, "cache_edge_features"):
             context.cache_edge_features = cache_edges
         compact = getattr(context, "compact_", None)
@@ -249,9 +253,17 @@ class ChunkedEncoder(Encoder):
         if held is not None and held[0] is batch:
             return held[1]
         plan = self.plan(batch)
-        context = ("whole", self.inner.prepare(batch)) if not plan.chunks else ("chunks", plan)
-        if context[0] == "whole" and hasattr(context[1], "cache_edge_features"):
-            context[1].cache_edge_features = plan.cache_edge_features
+        if plan.chunks:
+            context: tuple[str, Any] = ("chunks", plan)
+        else:  # one chunk: the features converted once, the inner context of the whole slide
+            whole = batch
+            if self.transform is not None or batch.x.dtype in (torch.float16, torch.bfloat16):
+                whole = batch.__copy__()
+                whole.x = self._features(batch.x)
+            inner = self.inner.prepare(whole)
+            if hasattr(inner, "cache_edge_features"):
+                inner.cache_edge_features = plan.cache_edge_features
+            context = ("whole", (whole, inner))
         self._plans = {id(batch): (batch, context)}
         self.last_plan = plan
         return context
@@ -259,11 +271,8 @@ class ChunkedEncoder(Encoder):
     def denoise(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
         mode, payload = context
         if mode == "whole":
-            if self.transform is None and batch.x.dtype not in (torch.float16, torch.bfloat16):
-                return self.inner(batch, y, t, payload)
-            whole = batch.__copy__()
-            whole.x = self._features(batch.x)
-            return self.inner(whole, y, t, payload)
+            whole, inner = payload
+            return self.inner(whole, y, t, inner)
         out = y.new_empty(y.shape)
         node_t = t[batch.batch]
         for chunk in payload.chunks:
