@@ -38,13 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.simulate:
         import dataclasses
 
-        import yaml
+        from omegaconf import OmegaConf
 
         from stgen.data.simulate import SimulationConfig, simulate
 
         data = {}
         if args.config:
-            data = dict((yaml.safe_load(Path(args.config).read_text()) or {}).get("data") or {})
+            data = dict(OmegaConf.to_container(OmegaConf.load(args.config)).get("data") or {})
         fields = {f.name for f in dataclasses.fields(SimulationConfig)}
         kwargs = {k: v for k, v in data.items() if k in fields}
         if "sim_seed" in data:
