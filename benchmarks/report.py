@@ -35,7 +35,7 @@ def load_rows(paths: list[str]) -> list[dict]:
             for line in text.splitlines():
                 if line.strip():
                     row = json.loads(line)
-                    if "error" not in row:
+                    if "error" not in row and "seconds" in row:  # skip failed cases and other results
                         rows.append(_flatten(row, tree=row.get("tree", Path(path).stem)))
     return rows
 

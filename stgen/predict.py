@@ -7,7 +7,10 @@ with PyG's ``k_hop_subgraph``) is run through the encoder; only the chunk's rows
 state lives on the whole slide, so the result equals the unchunked computation. Each chunk's subgraph
 and the encoder's per-chunk context (for ``fa_local``: frame inputs, and the frame-averaged edge features
 when they fit) are built once per slide and reused by every sampling step and every sample. The chunk
-size follows from a memory budget (``--memory-budget``; default: half the memory available).
+size follows from a memory budget for the whole process (``--memory-budget``; default: what the process
+holds now plus half the memory available); what the process already holds counts against it. Features
+stored as float16 stay float16 (each chunk's rows are converted when gathered), and the checkpoint's input
+standardisation is applied per chunk, so no whole-slide copy of the features is made.
 """
 
 from __future__ import annotations
@@ -54,17 +57,35 @@ def parse_memory(text: str | int | float) -> int:
     return int(value)
 
 
-def default_memory_budget(device: torch.device | str = "cpu") -> int:
-    """Half the memory available now: free GPU memory on CUDA, ``MemAvailable`` elsewhere."""
+def held_memory(device: torch.device | str = "cpu") -> int:
+    """Bytes this process holds now: tensors allocated on a CUDA device, else the resident set size
+    (``VmRSS``: interpreter, libraries and data; 0 where ``/proc`` is unavailable)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0] * 0.5)
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def default_memory_budget(device: torch.device | str = "cpu") -> int:
+    """What the process holds now (:func:`held_memory`) plus half the memory available: free GPU memory
+    on CUDA, ``MemAvailable`` elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return held_memory(device) + int(torch.cuda.mem_get_info(device)[0] * 0.5)
     try:
         with open("/proc/meminfo") as fh:
             info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh}
-        return int(info["MemAvailable"] * 0.5)
+        free = info["MemAvailable"]
     except (OSError, KeyError, ValueError):
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.5)
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return held_memory(device) + int(free * 0.5)
 
 
 def hilbert_order(pos: Tensor, bits: int = 16) -> Tensor:
@@ -132,15 +153,20 @@ class ChunkedEncoder(Encoder):
     Args:
         inner: the trained encoder (``receptive_field`` hops: ``None`` means the whole slide).
         chunk_size: spots per chunk; None derives it from ``memory_budget``.
-        memory_budget: bytes the whole prediction may use (default: :func:`default_memory_budget`).
+        memory_budget: bytes the whole process may hold (default: :func:`default_memory_budget`).
         cache_edge_features: keep each chunk's edge features across calls (None: when the budget allows).
+        transform: applied to each chunk's features after they are gathered (and converted to float32
+            when stored in half precision), e.g. the checkpoint's input standardisation; None: identity.
+
+    The budget bounds the whole process: what it holds when the plan is made (:func:`held_memory`)
+    counts against it, as do the sampler's whole-slide states.
 
     Shapes:
         same as ``inner``: ``[N, G]``.
     """
 
     def __init__(self, inner: Encoder, chunk_size: int | None = None, memory_budget: int | None = None,
-                 cache_edge_features: bool | None = None) -> None:
+                 cache_edge_features: bool | None = None, transform: Any = None) -> None:
         super().__init__(inner.in_dim, inner.out_dim)
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk size must be >= 1, got {chunk_size}")
@@ -148,6 +174,7 @@ class ChunkedEncoder(Encoder):
         self.chunk_size = chunk_size
         self.memory_budget = memory_budget
         self.cache_edge_features = cache_edge_features
+        self.transform = transform
         self.uses_state = inner.uses_state  # type: ignore[misc]
         self._plans: dict[int, tuple[Batch, Any]] = {}
         self.last_plan: ChunkPlan | None = None
@@ -166,9 +193,9 @@ class ChunkedEncoder(Encoder):
         n = batch.num_nodes
         act, ctx_bytes, edge_bytes, constant = self._bytes_per_spot()
         budget = self.memory_budget or default_memory_budget(batch.pos.device)
-        # slide-level arrays the sampler holds whatever the chunking: features, ~6 states [N, G], graph
-        fixed = (batch.x.nelement() * batch.x.element_size() + 6 * n * self.out_dim * 4 + 2 * 16 * n * 8
-                 + constant + (256 << 20))
+        # what the process holds (interpreter, slide, graph), the sampler's whole-slide arrays (state,
+        # prediction and the prior's last block: 3 x [N, G] float32), the edge slices' working set
+        fixed = held_memory(batch.pos.device) + 3 * n * self.out_dim * 4 + constant + (128 << 20)
         room = max(budget - fixed, 0)
         halo = 1.3  # a chunk's receptive field adds about this factor of spots (spatial chunks)
         cache_context = ctx_bytes * n * halo <= 0.25 * room
@@ -178,7 +205,7 @@ class ChunkedEncoder(Encoder):
         kept = (ctx_bytes + (edge_bytes if cache_edges else 0)) * n * halo if cache_context else 0
         size = self.chunk_size
         if size is None:
-            size = max(MIN_CHUNK, int((room - kept) / (act * halo * 1.5)))
+            size = max(MIN_CHUNK, int((room - kept) / (act * halo)))
         plan = ChunkPlan(chunk_size=size, cache_context=cache_context, cache_edge_features=cache_edges)
         if hops is None or n <= size:
             plan.chunk_size = n
@@ -202,10 +229,23 @@ class ChunkedEncoder(Encoder):
         return plan
 
     def _prepare_chunk(self, chunk: Chunk, batch: Batch, cache_edges: bool) -> Any:
-        context = self.inner.prepare(chunk.batch)
+        chunk.batch.x = self._features(batch.x[chunk.subset])  # for encoders whose prepare reads features
+        try:
+            context = self.inner.prepare(chunk.batch)
+        finally:
+            del chunk.batch.x
         if hasattr(context, "cache_edge_features"):
             context.cache_edge_features = cache_edges
+        compact = getattr(context, "compact_", None)
+        if compact is not None:  # e.g. int32 edges: one copy, shared by the chunk's batch and context
+            compact()
+            chunk.batch.edge_index = context.edge_index
         return context
+
+    def _features(self, x: Tensor) -> Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.to(torch.float32)
+        return x if self.transform is None else self.transform(x)
 
     def prepare(self, batch: Batch) -> Any:
         """The slide's chunk plan, built once per batch and reused by every sample drawn from it."""
@@ -213,9 +253,17 @@ class ChunkedEncoder(Encoder):
         if held is not None and held[0] is batch:
             return held[1]
         plan = self.plan(batch)
-        context = ("whole", self.inner.prepare(batch)) if not plan.chunks else ("chunks", plan)
-        if context[0] == "whole" and hasattr(context[1], "cache_edge_features"):
-            context[1].cache_edge_features = plan.cache_edge_features
+        if plan.chunks:
+            context: tuple[str, Any] = ("chunks", plan)
+        else:  # one chunk: the features converted once, the inner context of the whole slide
+            whole = batch
+            if self.transform is not None or batch.x.dtype in (torch.float16, torch.bfloat16):
+                whole = batch.__copy__()
+                whole.x = self._features(batch.x)
+            inner = self.inner.prepare(whole)
+            if hasattr(inner, "cache_edge_features"):
+                inner.cache_edge_features = plan.cache_edge_features
+            context = ("whole", (whole, inner))
         self._plans = {id(batch): (batch, context)}
         self.last_plan = plan
         return context
@@ -223,12 +271,13 @@ class ChunkedEncoder(Encoder):
     def denoise(self, batch: Batch, y: Tensor, t: Tensor, context: Any) -> Tensor:
         mode, payload = context
         if mode == "whole":
-            return self.inner(batch, y, t, payload)
+            whole, inner = payload
+            return self.inner(whole, y, t, inner)
         out = y.new_empty(y.shape)
         node_t = t[batch.batch]
         for chunk in payload.chunks:
             sub = chunk.batch
-            sub.x = batch.x[chunk.subset]
+            sub.x = self._features(batch.x[chunk.subset])
             try:
                 inner_context = chunk.context
                 if inner_context is None:
@@ -305,7 +354,8 @@ def predict_slide(module: Any, adata: ad.AnnData, *, feature_key: str = FEATURE_
     default to the checkpoint's generator settings. The spread is the checkpoint's (samples and/or a
     likelihood head), times the checkpoint's per-gene recalibration scale when it has one. The slide's features are used in place (no copy);
     chunks follow ``chunk_size`` or, by default, ``memory_budget`` (bytes or a size such as ``"4G"``;
-    default: half the memory available). ``timings``, when given, receives the seconds spent on the
+    default: what the process holds plus half the memory available). Features stored as float16 stay
+    float16. ``timings``, when given, receives the seconds spent on the
     graph, the chunk plan and the sampling.
     """
     model = module.model
@@ -319,12 +369,14 @@ def predict_slide(module: Any, adata: ad.AnnData, *, feature_key: str = FEATURE_
         )
     clock = time.perf_counter()
     data = slide_to_data(adata, genes=None, k=model.encoder.graph_k, feature_key=feature_key,
-                         with_expression=False)
+                         with_expression=False, keep_half=True)
     del data.y  # the sampler needs no expression: do not hold an [N, G] array of zeros
     device = next(model.parameters()).device
-    batch = model.inputs(slide_batch(data).to(device))  # the checkpoint's input standardisation
+    batch = slide_batch(data).to(device)
     budget = None if memory_budget is None else parse_memory(memory_budget)
-    encoder = ChunkedEncoder(model.encoder, chunk_size=chunk_size, memory_budget=budget)
+    # the checkpoint's input standardisation, applied to each chunk's rows (no whole-slide copy)
+    scaler = model.scaler if getattr(model.scaler, "active", False) else None
+    encoder = ChunkedEncoder(model.encoder, chunk_size=chunk_size, memory_budget=budget, transform=scaler)
     lap = {"graph": time.perf_counter() - clock}
     clock = time.perf_counter()
     encoder.prepare(batch)  # the chunk plan, reused by every sampling step and sample
@@ -361,9 +413,9 @@ def to_anndata(adata: ad.AnnData, pred: Prediction, info: dict[str, Any]) -> ad.
     out = ad.AnnData(X=X, obs=adata.obs.copy(), var=adata.var.reindex(genes).copy() if present else None)
     out.var_names = genes
     out.obsm = {k: v for k, v in adata.obsm.items()}
-    out.layers[MEAN_LAYER] = pred.mean.astype(np.float32)
+    out.layers[MEAN_LAYER] = np.asarray(pred.mean, dtype=np.float32)  # no copy when already float32
     if pred.std is not None:
-        out.layers[STD_LAYER] = pred.std.astype(np.float32)
+        out.layers[STD_LAYER] = np.asarray(pred.std, dtype=np.float32)
     out.uns["stgen"] = {**h5ad_safe(dict(adata.uns.get("stgen", {}))), **h5ad_safe(info), "genes": genes}
     out.uns["stgen"].setdefault("target", "log1p")
     return out

@@ -28,6 +28,23 @@ def test_chunked_sampling_equals_whole_slide(tiny_slides, make):
     assert torch.allclose(whole, chunked, atol=1e-5)
 
 
+@pytest.mark.parametrize("n_samples", [1, 3])
+def test_chunked_gaussian_head_gives_the_whole_slide_mean_and_spread(tiny_slides, n_samples):
+    """The Gaussian head's wider encoder output (mean and log-variance) goes through the chunks unchanged."""
+    from stgen.generators.regression import RegressionGenerator
+
+    torch.manual_seed(0)
+    gen = RegressionGenerator(likelihood="gaussian")
+    enc = FALocalEncoder(16, gen.encoder_out_dim(12), hidden_dim=16, edge_dim=16, num_layers=2).eval()
+    batch = Batch.from_data_list([slide_to_data(tiny_slides[0], genes=None, k=8)])
+    prior = ZINBPrior(12)
+    whole = gen.predict(enc, batch, prior, n_samples=n_samples)
+    chunked = gen.predict(ChunkedEncoder(enc, chunk_size=17), batch, prior, n_samples=n_samples)
+    assert whole.mean.shape == (batch.num_nodes, 12) and whole.std is not None
+    assert torch.allclose(whole.mean, chunked.mean, atol=1e-5)
+    assert torch.allclose(whole.std, chunked.std, atol=1e-5)
+
+
 def test_predict_command_writes_mean_and_std_and_never_overwrites(tmp_path, tiny_slides):
     run = tmp_path / "run"
     assert main(["run", "encoder=gnn", "generator=flow", "prior=zinb", "data.n_slides=4", "data.n_patients=4",
@@ -143,14 +160,17 @@ def test_chunk_plan_built_once_and_reused_by_steps_and_samples():
 
 
 def test_chunk_size_follows_the_memory_budget():
-    from stgen.predict import MIN_CHUNK, parse_memory
+    from stgen.predict import MIN_CHUNK, held_memory, parse_memory
 
     batch = _random_slide_batch(20_000, features=16)
     enc = _small_fa_local()
-    sizes = [ChunkedEncoder(enc, memory_budget=parse_memory(b)).plan(batch).chunk_size
-             for b in ("1M", "350M", "400M", "64G")]
+    held = held_memory()
+    assert held > 50 << 20  # the budget bounds the whole process: what it holds counts against it
+    sizes = [ChunkedEncoder(enc, memory_budget=held + parse_memory(b)).plan(batch).chunk_size
+             for b in ("1M", "220M", "260M", "64G")]
     assert sizes[0] == MIN_CHUNK
     assert MIN_CHUNK < sizes[1] < sizes[2] < 20_000 and sizes[3] == 20_000
+    assert ChunkedEncoder(enc, memory_budget=parse_memory("350M")).plan(batch).chunk_size == MIN_CHUNK
     assert parse_memory("1.5G") == int(1.5 * 2**30) and parse_memory("512MiB") == 512 * 2**20
     assert parse_memory(4096) == 4096
     for bad in ("lots", "-1G", "0"):
@@ -206,3 +226,34 @@ def test_predict_file_writes_once_and_skips_existing(tmp_path, tiny_slides):
     assert predict_file(module, "ckpt", src, dst) is None
     assert dst.stat().st_mtime_ns == before
     assert sorted(p.name for p in dst.parent.iterdir()) == ["slide.h5ad"]  # no partial file left
+
+
+def test_float16_features_stay_half_and_are_standardised_per_chunk(tiny_slides):
+    """float16 features are not copied to float32 for the whole slide; the checkpoint's standardisation
+    is applied to each chunk's rows, with the same result as scaling the (upcast) features first."""
+    from types import SimpleNamespace
+
+    from stgen.model import STGenModel
+    from stgen.predict import predict_slide
+    from stgen.preprocess import FeatureScaler
+
+    adata = tiny_slides[0].copy()
+    adata.obsm["features"] = (np.asarray(adata.obsm["features"]) * 3 + 1).astype(np.float16)
+    data = slide_to_data(adata, genes=None, k=8, with_expression=False, keep_half=True)
+    assert data.x.dtype == torch.float16
+    assert data.x.data_ptr() == adata.obsm["features"].__array_interface__["data"][0]  # not copied
+    scaler = FeatureScaler(16).fit(torch.randn(500, 16) * 2 + 1)
+    torch.manual_seed(0)
+    enc = FALocalEncoder(16, 12, hidden_dim=16, edge_dim=16, num_layers=2)
+    model = STGenModel(enc, FlowGenerator(steps=4), ZINBPrior(12), scaler=scaler).eval()
+    module = SimpleNamespace(model=model, genes=list(adata.var_names), hparams=SimpleNamespace(in_dim=16))
+    chunked = predict_slide(module, adata, chunk_size=40, seed=3)
+    ref = Batch.from_data_list([slide_to_data(adata, genes=None, k=8, with_expression=False)])  # float32
+    assert ref.x.dtype == torch.float32
+    with torch.no_grad():
+        expected = model.predict(ref, seed=3, n_samples=1).mean  # scaled whole slide, unchunked
+    assert np.allclose(chunked.mean, expected.numpy(), atol=1e-5)
+    unscaled = STGenModel(enc, FlowGenerator(steps=4), ZINBPrior(12)).eval()
+    other = predict_slide(SimpleNamespace(model=unscaled, genes=module.genes, hparams=module.hparams), adata,
+                          chunk_size=40, seed=3)
+    assert np.abs(other.mean - chunked.mean).max() > 1e-3  # the standardisation did apply

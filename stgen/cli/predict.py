@@ -19,7 +19,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--feature-key", default="features", help="obsm key of the patch embeddings (.h5ad inputs)")
     p.add_argument("--chunk-size", type=int, default=None, help="spots per inference chunk (default: from --memory-budget)")
     p.add_argument("--memory-budget", default=None,
-                   help="memory the prediction may use, e.g. 4G; sets the chunk size (default: half of what is available)")
+                   help="memory the whole process may hold, e.g. 4G; sets the chunk size "
+                        "(default: what it holds plus half of what is available)")
     img = p.add_argument_group("images (whole-slide or plain H&E)")
     img.add_argument("--mpp", type=float, default=None,
                      help="microns per full-resolution pixel (required when the file does not record it, e.g. .jpg)")

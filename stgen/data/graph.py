@@ -237,17 +237,20 @@ def slide_to_data(
     k: int | None,
     feature_key: str = FEATURE_KEY,
     with_expression: bool = True,
+    keep_half: bool = False,
 ) -> Data:
     """Convert one Slide AnnData to a PyG ``Data`` (x, pos, y, edge_index).
 
     Shapes:
-        x ``[N, F]`` float32, pos ``[N, 2]`` float32 (full-resolution pixels, centred on the slide's mean), y ``[N, G]`` log1p counts
+        x ``[N, F]`` float32 (float16 when stored so and ``keep_half``), pos ``[N, 2]`` float32 (full-resolution pixels, centred on the slide's mean), y ``[N, G]`` log1p counts
         (zeros when ``with_expression`` is False), edge_index ``[2, E]`` (``k`` or more neighbours per spot:
         ties with the k-th are kept, see :func:`knn_edges`); ``graph_k = k``.
     """
     validate_slide(adata, feature_key=feature_key, genes=genes if with_expression else None,
                    require_counts=with_expression)
-    x = torch.as_tensor(np.asarray(adata.obsm[feature_key]), dtype=torch.float32)
+    feats = np.asarray(adata.obsm[feature_key])
+    half = keep_half and feats.dtype == np.float16  # prediction keeps float16 features as they are
+    x = torch.as_tensor(feats, dtype=torch.float16 if half else torch.float32)
     coords = np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64)
     pos = torch.as_tensor(coords - coords.mean(axis=0), dtype=torch.float32)  # centred first: no precision lost
     n_genes = len(genes) if genes is not None else adata.n_vars

@@ -13,7 +13,7 @@ from torch_geometric.utils import scatter, softmax
 from stgen.data.graph import graph_with_k
 from stgen.encoders.base import Encoder, node_time
 from stgen.nn.dropout import FastDropout
-from stgen.nn.frames import frame_inputs, geometry_dtype
+from stgen.nn.frames import compact_frame_inputs, expand_frame_inputs, geometry_dtype
 from stgen.nn.mlp import GatedMLP
 from stgen.nn.time import TimeEmbedding
 from stgen.registry import ENCODERS
@@ -44,8 +44,11 @@ class FALocalContext:
     """Per-batch geometry shared by all layers and all refinement steps.
 
     Args:
-        edge_index: kNN graph, ``edge_index[1]`` the spot, ``edge_index[0]`` its neighbour.
-        edge_inputs: frame inputs of every edge (see :func:`stgen.nn.frames.frame_inputs`).
+        edge_index: kNN graph, ``edge_index[1]`` the spot, ``edge_index[0]`` its neighbour (int64, or
+            int32 to halve what a kept chunk plan holds; converted per call).
+        edge_inputs: compact frame inputs of every edge (:func:`stgen.nn.frames.compact_frame_inputs`),
+            expanded to one row per frame slice by slice where the edge MLP reads them.
+        frame_averaging: whether ``edge_inputs`` expand to the 4 frames (or to the single raw row).
         edge_features: per-layer frame-averaged edge features, filled by the first eval-mode call and
             reused by later sampling steps (they depend on geometry only; in training mode dropout makes
             each call differ, so nothing is cached).
@@ -53,14 +56,20 @@ class FALocalContext:
             them (chunked whole-slide inference does so when they would not fit its memory budget).
 
     Shapes:
-        edge_index ``[2, E]``; edge_inputs ``[E, n_frames, 3]`` (``n_frames`` 4, or 1 without frame
-        averaging).
+        edge_index ``[2, E]``; edge_inputs ``[E, 3]``.
     """
 
     edge_index: Tensor
     edge_inputs: Tensor
+    frame_averaging: bool = True
     edge_features: dict[int, Tensor] = field(default_factory=dict)
     cache_edge_features: bool = True
+
+    def compact_(self) -> None:
+        """Keep ``edge_index`` as int32 when the indices fit (for contexts held across many calls)."""
+        if self.edge_index.dtype == torch.int64 and self.edge_index.numel() and \
+                int(self.edge_index.max()) < 2**31 - 1:
+            self.edge_index = self.edge_index.to(torch.int32)
 
 
 def attention_logits_reference(
@@ -243,7 +252,8 @@ class FALocalBlock(nn.Module):
     for the backward pass and recomputes their activations there (activation checkpointing).
 
     Shapes:
-        h ``[N, d]``, y ``[N, G]``, edge_index ``[2, E]``, edge_inputs ``[E, n_frames, 3]`` -> ``[N, d]``.
+        h ``[N, d]``, y ``[N, G]``, edge_index ``[2, E]``, edge_inputs ``[E, 3]`` (compact) or
+        ``[E, n_frames, 3]`` -> ``[N, d]``.
     """
 
     def __init__(
@@ -261,19 +271,29 @@ class FALocalBlock(nn.Module):
         self.ffn = GatedMLP(hidden_dim, 4 * hidden_dim, hidden_dim, dropout)
         self.split_attention = True
 
-    def _edge_slice(self, edge_inputs: Tensor) -> Tensor:
+    def _edge_slice(self, edge_inputs: Tensor, frame_averaging: bool = True) -> Tensor:
+        if edge_inputs.dim() == 2:  # compact inputs: one row per frame, built for this slice only
+            edge_inputs = expand_frame_inputs(edge_inputs, frame_averaging)
         return self.edge_mlp.frame_mean(edge_inputs, dim=1)
 
-    def edge_features(self, edge_inputs: Tensor, recompute: bool = False) -> Tensor:
+    def edge_features(self, edge_inputs: Tensor, recompute: bool = False, frame_averaging: bool = True) -> Tensor:
         """Frame-averaged edge features ``[E, H, d_e/H]``: EdgeMLP on each frame, mean over frames.
 
-        Computed in slices of :data:`EDGE_CHUNK` edges; with ``recompute`` each slice's activations are
-        not kept for the backward pass but recomputed there (same values: the RNG state is restored).
+        ``edge_inputs`` are compact (``[E, 3]``, expanded per slice with ``frame_averaging``) or already
+        one row per frame (``[E, n_frames, 3]``). Computed in slices of :data:`EDGE_CHUNK` edges; with
+        ``recompute`` each slice's activations are not kept for the backward pass but recomputed there
+        (same values: the RNG state is restored).
         """
+        slices = edge_slices(edge_inputs.size(0), device=edge_inputs.device)
+        if not torch.is_grad_enabled() and len(slices) > 1:  # inference: slices written in place, no cat
+            out = edge_inputs.new_empty(edge_inputs.size(0), self.edge_mlp.fc2.out_features)
+            for sl in slices:
+                out[sl] = self._edge_slice(edge_inputs[sl], frame_averaging)
+            return out.view(edge_inputs.size(0), self.heads, -1)
         parts = [
-            checkpoint(self._edge_slice, edge_inputs[sl], use_reentrant=False) if recompute
-            else self._edge_slice(edge_inputs[sl])
-            for sl in edge_slices(edge_inputs.size(0), device=edge_inputs.device)
+            checkpoint(self._edge_slice, edge_inputs[sl], frame_averaging, use_reentrant=False) if recompute
+            else self._edge_slice(edge_inputs[sl], frame_averaging)
+            for sl in slices
         ]
         out = parts[0] if len(parts) == 1 else torch.cat(parts)
         return out.view(edge_inputs.size(0), self.heads, -1)
@@ -294,16 +314,22 @@ class FALocalBlock(nn.Module):
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def forward(self, h: Tensor, y: Tensor, edge_index: Tensor, edge_inputs: Tensor,
-                e: Tensor | None = None, recompute: bool = False) -> Tensor:
+                e: Tensor | None = None, recompute: bool = False, frame_averaging: bool = True) -> Tensor:
         n = h.size(0)
         src, dst = edge_index
         q, k, v = self.qkv(self.norm(h)).view(n, 3, self.heads, -1).unbind(1)
         if e is None:
-            e = self.edge_features(edge_inputs, recompute)
+            e = self.edge_features(edge_inputs, recompute, frame_averaging)
         a = softmax(self.attention(q, k, e, y, edge_index, recompute), dst, num_nodes=n)
         a = self.attn_drop(a)[..., None]
         ctx_v = WeightedNeighbourSum.apply(a.squeeze(-1), v, edge_index).reshape(n, -1)
-        ctx_e = scatter(a * e, dst, dim=0, dim_size=n, reduce="sum").reshape(n, -1)
+        if torch.is_grad_enabled():
+            ctx_e = scatter(a * e, dst, dim=0, dim_size=n, reduce="sum").reshape(n, -1)
+        else:  # inference: summed slice by slice, without an [E, H, d_e/H] product
+            ctx_e = e.new_zeros(n, *e.shape[1:])
+            for sl in edge_slices(e.size(0), device=e.device):
+                ctx_e.index_add_(0, dst[sl], a[sl] * e[sl])
+            ctx_e = ctx_e.reshape(n, -1)
         h = h + _maybe_recomputed(self.out_mlp, torch.cat([ctx_v, ctx_e], dim=-1), recompute)
         return h + _maybe_recomputed(self.ffn, h, recompute)
 
@@ -401,15 +427,16 @@ class FALocalEncoder(Encoder):
         return nn.Sequential(*layers)
 
     def prepare(self, batch: Batch) -> FALocalContext:
-        """kNN graph (reused when ``batch.edge_index`` has ``k`` neighbours per spot) and frame inputs."""
+        """kNN graph (reused when ``batch.edge_index`` has ``k`` neighbours per spot, in its own integer
+        dtype) and compact frame inputs."""
         edge_index = graph_with_k(batch, self.k)
         pos = batch.pos.to(geometry_dtype(batch.pos))
         slide = getattr(batch, "batch", None)
         if slide is None:
             slide = torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)
         pos = pos - scatter(pos, slide, dim=0, reduce="mean")[slide]
-        inputs = frame_inputs(pos, edge_index, self.frame_averaging)
-        return FALocalContext(edge_index, inputs.to(self.input_proj.weight.dtype))
+        inputs = compact_frame_inputs(pos, edge_index, self.frame_averaging)
+        return FALocalContext(edge_index, inputs.to(self.input_proj.weight.dtype), self.frame_averaging)
 
     def inference_bytes_per_spot(self) -> tuple[int, int, int, int]:
         """Rough inference memory in bytes (eval, no gradients), for chunked whole-slide prediction:
@@ -419,7 +446,7 @@ class FALocalEncoder(Encoder):
         genes, frames = self.out_dim, 4 if self.frame_averaging else 1
         node = self.in_dim + 16 * d + 2 * heads * self.blocks[0].attn_mlp.fc1.out_features + 4 * genes
         edge = 3 * de + 2 * d + 4 * heads
-        context = 16 + k * (16 + 12 * frames)
+        context = 16 + k * (8 + 12)  # int32 subgraph edges, compact frame inputs
         edges = len(self.blocks) * k * de * 4
         rows = EDGE_CHUNK if self.input_proj.weight.device.type == "cpu" else EDGE_CHUNK_ACCELERATOR
         constant = rows * 4 * (frames * 3 * de + heads * 3 * self.blocks[0].attn_mlp.fc1.out_features)
@@ -429,16 +456,17 @@ class FALocalEncoder(Encoder):
         x = batch.x
         h = self.input_proj(x.to(self.input_proj.weight.dtype)) + self.time_embed(node_time(batch, t))
         recompute = self.recompute and self.training and torch.is_grad_enabled()
+        edge_index, fa = context.edge_index.long(), context.frame_averaging
         state, preds = y, []
         for i, (block, head) in enumerate(zip(self.blocks, self.gene_heads, strict=True)):
             e = None
             if not self.training:
                 e = context.edge_features.get(i)
                 if e is None:
-                    e = block.edge_features(context.edge_inputs)
+                    e = block.edge_features(context.edge_inputs, frame_averaging=fa)
                     if context.cache_edge_features:
                         context.edge_features[i] = e
-            h = block(h, state, context.edge_index, context.edge_inputs, e, recompute)
+            h = block(h, state, edge_index, context.edge_inputs, e, recompute, fa)
             state = _maybe_recomputed(head, h, recompute)
             preds.append(state)
         return torch.stack(preds).mean(dim=0)

@@ -111,6 +111,9 @@ class Generator(Configurable, ABC):
         n_samples: int | None = None,
     ) -> SampleOutput:
         n = n_samples or self.n_samples
+        if n == 1:  # one draw is the mean: no stacked copy of a whole-slide array
+            mean, var1 = self.sample_moments(encoder, batch, prior, steps=steps, seed=seed)
+            return SampleOutput(mean=mean, std=None if var1 is None else var1.sqrt(), n_samples=1)
         draws, variances = [], []
         for i in range(n):
             s = None if seed is None else seed + i
@@ -118,7 +121,7 @@ class Generator(Configurable, ABC):
             draws.append(m)
             variances.append(v)
         stack = torch.stack(draws)
-        var = stack.var(dim=0, unbiased=True) if n > 1 else None
+        var = stack.var(dim=0, unbiased=True)
         if all(v is not None for v in variances):  # law of total variance over the draws
             within = torch.stack(variances).mean(dim=0)  # type: ignore[arg-type]
             var = within if var is None else var + within

@@ -36,18 +36,26 @@ def flow_times(steps: int, schedule: str = "code") -> list[tuple[float, float]]:
 
 
 def euler_endpoint_sampler(
-    net: Callable[[Tensor, float], Tensor], y0: Tensor, times: list[tuple[float, float]]
+    net: Callable[[Tensor, float], Tensor], y0: Tensor, times: list[tuple[float, float]],
+    overwrite: bool = False,
 ) -> Tensor:
-    """Integrate ``dy/dt = (net(y, t) - y) / (1 - t)`` along ``times``; return the last endpoint prediction."""
-    y = y0
-    pred = y0
+    """Integrate ``dy/dt = (net(y, t) - y) / (1 - t)`` along ``times``; return the last endpoint prediction.
+
+    Each step is ``y <- y + (t2 - t1) * (pred - y) / (1 - t1)``, computed in place (the same operations in
+    the same order, so the same values): besides the state only the network's prediction is alive, two
+    ``[N, G]`` arrays in all. With ``overwrite`` the state starts in ``y0`` itself (the caller's array is
+    changed); otherwise in a copy of it. A prediction that shares memory with the state is copied first.
+    """
+    y = y0 if overwrite else y0.clone()
     for i, (t1, t2) in enumerate(times):
         pred = net(y, t1)
         if i == len(times) - 1:
-            break
-        v = (pred - y) / (1.0 - t1)
-        y = y + (t2 - t1) * v
-    return pred
+            return pred
+        if pred.untyped_storage().data_ptr() == y.untyped_storage().data_ptr():
+            pred = pred.clone()
+        y.add_(pred.sub_(y).div_(1.0 - t1).mul_(t2 - t1))
+        del pred  # freed before the next call allocates its prediction
+    return y
 
 
 @GENERATORS.register("flow")
@@ -92,5 +100,5 @@ class FlowGenerator(Generator):
         def net(y: Tensor, t: float) -> Tensor:
             return encoder(batch, y, torch.full((b,), t, device=y.device, dtype=y.dtype), context)
 
-        return euler_endpoint_sampler(net, y0, flow_times(steps or self.steps, self.schedule))
+        return euler_endpoint_sampler(net, y0, flow_times(steps or self.steps, self.schedule), overwrite=True)
 

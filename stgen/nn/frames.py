@@ -90,6 +90,48 @@ def isotropic_spots(centred: Tensor, dst: Tensor, n: int, rtol: float = ISOTROPY
         return gap <= rtol * (a + d)
 
 
+def compact_frame_inputs(pos: Tensor, edge_index: Tensor, frame_averaging: bool = True) -> Tensor:
+    """The edge MLP's inputs before the frame sign flips: 3 numbers per edge (a quarter of
+    :func:`frame_inputs`, which is ``expand_frame_inputs(compact_frame_inputs(...))``).
+
+    With ``frame_averaging``: ``[p_ij, ||r_ij||]`` with ``p_ij = r~_ij^T U_i`` in the unflipped eigenframe
+    (see :func:`frame_inputs`); the 4 frames are its sign patterns, expanded by :func:`expand_frame_inputs`
+    where they are used. Without it: ``[r_ij, ||r_ij||]``. Returned in ``pos``'s floating dtype.
+
+    Shapes:
+        pos ``[N, 2]``, edge_index ``[2, E]`` (int64 or int32) -> ``[E, 3]``.
+    """
+    out_dtype = pos.dtype if pos.is_floating_point() else torch.get_default_dtype()
+    pos = pos.to(geometry_dtype(pos))
+    edge_index = edge_index.long()
+    src, dst = edge_index
+    rel = pos[src] - pos[dst]
+    norm = rel.norm(dim=-1, keepdim=True)
+    if not frame_averaging:
+        return torch.cat([rel, norm], dim=-1).to(out_dtype)
+    centred, vecs = local_frames(pos, edge_index)
+    proj = torch.einsum("ec,ecf->ef", centred, vecs[dst])
+    iso = isotropic_spots(centred, dst, pos.size(0))[dst]
+    if bool(iso.any()):  # no eigenframe: each edge is seen in its own frame (distance only), invariant
+        along = centred[iso].norm(dim=-1)
+        proj[iso] = torch.stack([along, torch.zeros_like(along)], dim=-1)
+    return torch.cat([proj, norm], dim=-1).to(out_dtype)
+
+
+def expand_frame_inputs(compact: Tensor, frame_averaging: bool = True) -> Tensor:
+    """One row per frame from :func:`compact_frame_inputs`: ``[s_g * p_ij, ||r_ij||]`` for the 4 sign
+    patterns ``s_g`` of :data:`FRAME_SIGNS` (a sign flip is exact, so this equals building the 4 rows in
+    the geometry dtype and rounding afterwards); a single row without frame averaging.
+
+    Shapes:
+        compact ``[E, 3]`` -> ``[E, 4, 3]`` (``[E, 1, 3]`` without frame averaging).
+    """
+    if not frame_averaging:
+        return compact[:, None]
+    signs = torch.tensor([(*s, 1.0) for s in FRAME_SIGNS], dtype=compact.dtype, device=compact.device)
+    return compact[:, None, :] * signs[None]
+
+
 def frame_inputs(pos: Tensor, edge_index: Tensor, frame_averaging: bool = True) -> Tensor:
     """Per-edge inputs of the edge MLP, one row per frame.
 
@@ -106,6 +148,7 @@ def frame_inputs(pos: Tensor, edge_index: Tensor, frame_averaging: bool = True) 
     coordinates: invariant to translations only, **not** to rotations or reflections.
 
     The geometry is computed in float64 (float32 on MPS) and returned in ``pos``'s floating dtype.
+    Encoders keep :func:`compact_frame_inputs` (4x smaller) and expand it per edge slice.
 
     Args:
         pos: spot coordinates.
@@ -115,19 +158,4 @@ def frame_inputs(pos: Tensor, edge_index: Tensor, frame_averaging: bool = True) 
     Shapes:
         pos ``[N, 2]``, edge_index ``[2, E]`` -> ``[E, 4, 3]`` (``[E, 1, 3]`` without frame averaging).
     """
-    out_dtype = pos.dtype if pos.is_floating_point() else torch.get_default_dtype()
-    pos = pos.to(geometry_dtype(pos))
-    src, dst = edge_index
-    rel = pos[src] - pos[dst]
-    norm = rel.norm(dim=-1, keepdim=True)
-    if not frame_averaging:
-        return torch.cat([rel, norm], dim=-1)[:, None].to(out_dtype)
-    centred, vecs = local_frames(pos, edge_index)
-    proj = torch.einsum("ec,ecf->ef", centred, vecs[dst])
-    iso = isotropic_spots(centred, dst, pos.size(0))[dst]
-    if bool(iso.any()):  # no eigenframe: each edge is seen in its own frame (distance only), invariant
-        along = centred[iso].norm(dim=-1)
-        proj[iso] = torch.stack([along, torch.zeros_like(along)], dim=-1)
-    signs = torch.tensor(FRAME_SIGNS, dtype=pos.dtype, device=pos.device)
-    framed = proj[:, None, :] * signs[None]
-    return torch.cat([framed, norm[:, None, :].expand(-1, len(FRAME_SIGNS), 1)], dim=-1).to(out_dtype)
+    return expand_frame_inputs(compact_frame_inputs(pos, edge_index, frame_averaging), frame_averaging)

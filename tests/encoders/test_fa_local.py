@@ -101,6 +101,56 @@ def test_frame_inputs_shapes_and_invariance() -> None:
     assert torch.allclose(fa.abs(), fa_moved.abs())
 
 
+def test_compact_frame_inputs_expand_to_the_four_frames_exactly() -> None:
+    """The kept [E, 3] inputs expand to exactly the [E, 4, 3] rows built in float64 and rounded after."""
+    from stgen.nn.frames import (
+        FRAME_SIGNS,
+        compact_frame_inputs,
+        expand_frame_inputs,
+        isotropic_spots,
+        local_frames,
+    )
+
+    grid = torch.stack(torch.meshgrid(torch.arange(6.0), torch.arange(6.0), indexing="ij"), -1).reshape(-1, 2)
+    for pos in (_uniform_pos(200).float(), grid * 100.0):  # the grid has isotropic spots
+        ei = knn_edges(pos, K)
+        p64 = pos.double()
+        src, dst = ei
+        rel = p64[src] - p64[dst]
+        centred, vecs = local_frames(p64, ei)
+        proj = torch.einsum("ec,ecf->ef", centred, vecs[dst])
+        iso = isotropic_spots(centred, dst, pos.size(0))[dst]
+        proj[iso] = torch.stack([centred[iso].norm(dim=-1), torch.zeros(int(iso.sum()), dtype=p64.dtype)], -1)
+        signs = torch.tensor(FRAME_SIGNS, dtype=torch.float64)
+        ref = torch.cat([proj[:, None] * signs[None], rel.norm(dim=-1)[:, None, None].expand(-1, 4, 1)], -1).float()
+        compact = compact_frame_inputs(pos, ei)
+        assert compact.shape == (ei.size(1), 3) and compact.dtype == torch.float32
+        assert torch.equal(expand_frame_inputs(compact), ref)
+        assert torch.equal(frame_inputs(pos, ei), ref)
+        assert torch.equal(compact_frame_inputs(pos, ei.int()), compact)  # int32 edges: same inputs
+        raw = compact_frame_inputs(pos, ei, frame_averaging=False)
+        assert torch.equal(expand_frame_inputs(raw, False), frame_inputs(pos, ei, frame_averaging=False))
+
+
+def test_edge_features_from_compact_inputs_and_int32_edges_are_identical() -> None:
+    from stgen.nn.frames import expand_frame_inputs
+
+    torch.manual_seed(0)
+    model = FALocalEncoder(F_IN, G, k=K, hidden_dim=16, edge_dim=16, num_layers=2).eval()
+    batch = Batch.from_data_list([_slide(_uniform_pos(300))])
+    ctx = model.prepare(batch)
+    block = model.blocks[0]
+    with torch.no_grad():
+        compact = block.edge_features(ctx.edge_inputs)
+        expanded = block.edge_features(expand_frame_inputs(ctx.edge_inputs))  # the [E, 4, 3] path
+        assert torch.equal(compact, expanded)
+        whole = model(batch, batch.y, torch.tensor([0.3]), ctx)
+        small = model.prepare(batch)
+        small.compact_()
+        assert small.edge_index.dtype == torch.int32
+        assert torch.equal(model(batch, batch.y, torch.tensor([0.3]), small), whole)
+
+
 def test_hexagonal_grid_rotation_deviation_is_finite() -> None:
     """A perfect hexagonal (Visium-like) grid is the degenerate case for frame averaging.
 
@@ -181,7 +231,7 @@ def test_prepare_reuses_or_rebuilds_graph() -> None:
     )
     rebuilt = model.prepare(sparse)
     assert rebuilt.edge_index.size(1) == 40 * K
-    assert rebuilt.edge_inputs.shape == (40 * K, 4, 3)
+    assert rebuilt.edge_inputs.shape == (40 * K, 3)  # compact: expanded to the 4 frames per edge slice
     assert rebuilt.edge_inputs.dtype == model.input_proj.weight.dtype
 
 

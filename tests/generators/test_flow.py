@@ -64,6 +64,32 @@ def test_euler_steps_follow_the_endpoint_velocity():
     assert torch.allclose(out, torch.full_like(out, 2.0))
 
 
+def test_in_place_euler_steps_equal_the_plain_formula():
+    """The in-place update gives the same values as ``y + (t2 - t1) * (pred - y) / (1 - t1)``."""
+    from stgen.generators.flow import euler_endpoint_sampler
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(7, 7, generator=gen)
+
+    def net(y: Tensor, t: float) -> Tensor:
+        return torch.tanh(y @ w) + t
+
+    y0 = torch.randn(300, 7, generator=gen)
+    times = flow_times(5)
+    y, pred = y0, y0
+    for i, (t1, t2) in enumerate(times):
+        pred = net(y, t1)
+        if i < len(times) - 1:
+            y = y + (t2 - t1) * ((pred - y) / (1.0 - t1))
+    kept = y0.clone()
+    assert torch.equal(euler_endpoint_sampler(net, y0, times), pred)
+    assert torch.equal(y0, kept)  # the caller's array is not changed by default
+    assert torch.equal(euler_endpoint_sampler(net, y0.clone(), times, overwrite=True), pred)
+    # a network that returns its input unchanged (sharing memory) still integrates correctly
+    ident = euler_endpoint_sampler(lambda y, t: y, y0, times)
+    assert torch.equal(ident, y0)
+
+
 def test_training_path_and_loss():
     torch.manual_seed(0)
     enc = Recorder(12, 5)
