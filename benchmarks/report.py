@@ -90,7 +90,7 @@ def plot(rows: list[dict], path: str) -> None:
         mem = [(r["n_spots"], r["memory_gib"]) for r in pts if r["memory_gib"] is not None]
         if mem:
             axes[1].plot(*zip(*mem, strict=True), **style)
-    for ax, label in zip(axes, ("seconds (one thread)", "peak memory, GiB"), strict=True):
+    for ax, label in zip(axes, ("seconds (one thread unless the series says otherwise)", "peak memory, GiB"), strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("spots N")
