@@ -373,7 +373,9 @@ def write_report(out: Path, rows: list[dict[str, Any]], order: Sequence[str], co
 
 
 def bar_chart(summary: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Mean pooled Pearson per variant with std error bars; STFlow's mean as a dashed line."""
+    """Two panels: mean pooled Pearson per variant (std error bars, STFlow's mean dashed), and the paired
+    difference to STFlow over the same folds and seeds (mean +- std; the view that removes the spread between
+    folds), with the p value of the Wilcoxon test over the pairs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -383,16 +385,29 @@ def bar_chart(summary: Sequence[dict[str, Any]], path: Path, title: str = "") ->
     names = [s["variant"] for s in summary]
     means = np.array([s["pearson"] for s in summary], dtype=float)
     stds = np.nan_to_num(np.array([s["pearson_std"] for s in summary], dtype=float))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(names) + 2), 4.2))
+    fig, (ax, dax) = plt.subplots(2, 1, figsize=(max(6.0, 0.6 * len(names) + 2), 7.6), sharex=True)
     colours = ["tab:red" if n == REFERENCE else "tab:blue" for n in names]
     ax.bar(range(len(names)), means, yerr=stds, color=colours, capsize=3)
     ref = [s["pearson"] for s in summary if s["variant"] == REFERENCE]
     if ref:
         ax.axhline(ref[0], color="tab:red", ls="--", lw=1)
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=40, ha="right")
     ax.set_ylabel("pooled Pearson\n(mean +- std, folds x seeds)")
     ax.set_title(title)
+    diffs = np.array([_num(s.get("diff_mean")) for s in summary])
+    dstd = np.nan_to_num(np.array([_num(s.get("diff_std")) for s in summary]))
+    shown = np.isfinite(diffs)
+    dax.bar(np.flatnonzero(shown), diffs[shown], yerr=dstd[shown], capsize=3,
+            color=["tab:green" if d > 0 else "tab:gray" for d in diffs[shown]])
+    dax.axhline(0.0, color="tab:red", ls="--", lw=1)
+    for i in np.flatnonzero(shown):
+        p = _num(summary[i].get("p_wilcoxon"))
+        if np.isfinite(p):
+            top = diffs[i] + dstd[i] if diffs[i] >= 0 else diffs[i] - dstd[i]
+            dax.annotate(f"p={p:.2g}", (i, top), ha="center", va="bottom" if diffs[i] >= 0 else "top",
+                         fontsize=7)
+    dax.set_ylabel(f"difference to {REFERENCE}\n(paired over folds x seeds)")
+    dax.set_xticks(range(len(names)))
+    dax.set_xticklabels(names, rotation=40, ha="right")
     fig.tight_layout()
     from stgen.io import atomic_write
 
