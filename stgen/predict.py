@@ -475,6 +475,8 @@ def predict_files(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir:
         raise OutputExistsError(f"output file(s) exist: {', '.join(clash)}; choose another --out folder")
     if image_opts.get("spots") is not None and len(images) != 1:
         raise DataInputError(f"--spots gives the positions of one slide, but {len(images)} images were given")
+    if kwargs.get("memory_budget") is not None:
+        parse_memory(kwargs["memory_budget"])  # a bad budget stops here, before anything is written
     module = load_module(checkpoint)
     feature_key = kwargs.get("feature_key", FEATURE_KEY)
     for p in inputs:  # every input is checked before the output folder is created
