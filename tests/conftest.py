@@ -20,3 +20,17 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture()
+def run_python():
+    """Run a Python snippet in a fresh interpreter; return its stdout (the snippet must exit 0)."""
+    import subprocess
+    import sys
+
+    def run(code: str) -> str:
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    return run

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import anndata as ad
@@ -29,13 +27,11 @@ def trained(tmp_path_factory):
     return out / "checkpoints" / "best.ckpt", next((out / "predictions").glob("*.h5ad"))
 
 
-def test_import_stgen_is_light_and_lazy():
+def test_import_stgen_is_light_and_lazy(run_python):
     code = ("import sys, stgen; heavy = [m for m in ('torch', 'pytorch_lightning', 'anndata', 'hydra') "
             "if m in sys.modules]; print(heavy); print(sorted(n for n in ('load', 'tl', 'pl', 'create_model', "
             "'list_components') if n in dir(stgen)))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    heavy, names = res.stdout.strip().splitlines()
+    heavy, names = run_python(code).strip().splitlines()
     assert heavy == "[]"
     assert names == "['create_model', 'list_components', 'load', 'pl', 'tl']"
     with pytest.raises(AttributeError):

@@ -141,13 +141,12 @@ def test_ddp_on_two_cpu_processes_writes_one_folder(tmp_path):
     assert metrics["folds"][0]["n_spots"] == sum(ad.read_h5ad(p).n_obs for p in preds)
 
 
-def test_help_and_version_import_neither_torch_nor_lightning():
+def test_help_and_version_import_neither_torch_nor_lightning(run_python):
     code = ("import sys\nfrom stgen.cli import main\nfor argv in (['--help'], ['--version'], ['run', '--help']):\n"
             "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
             "print('HEAVY', [m for m in ('torch', 'pytorch_lightning', 'lightning', 'hydra') if m in sys.modules])")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert "HEAVY []" in res.stdout and "stgen 0.1.0" in res.stdout and "--cfg" in res.stdout
+    out = run_python(code)
+    assert "HEAVY []" in out and "stgen 0.1.0" in out and "--cfg" in out
 
 
 def test_list_is_plain_text_and_describe_shows_parameter_docs():
